@@ -1,0 +1,278 @@
+//! Types that cross the kernel/user boundary.
+//!
+//! Everything here is read as raw bytes on the other side, so every type is `#[repr(C)]`,
+//! uses `u32` where a `bool` would do (a `bool` with any other bit pattern is undefined
+//! behaviour in Rust), carries explicit padding fields and has its size asserted at compile
+//! time. With the `user` feature the types implement `aya::Pod` for the daemon.
+#![no_std]
+
+/// Bytes of the executable's name (`bprm->filename`: the path as given to execve) carried in an [`ExecEvent`]. Longer names are cut and flagged
+/// [`exec_flags::FILENAME_TRUNCATED`].
+pub const FILENAME_MAX: usize = 512;
+
+/// Bytes of the NUL-separated argv carried in an [`ExecEvent`]. Longer argv is cut and
+/// flagged [`exec_flags::ARGV_TRUNCATED`]; the daemon reads the whole of it from /proc
+/// while a held task is stopped.
+pub const ARGV_MAX: usize = 2048;
+
+/// What the kernel does with an operation. Kept in maps as a `u32`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Run it.
+    Allow = 0,
+    /// Run it and make sure it is recorded.
+    Audit = 1,
+    /// Hold it until userspace (a policy decision or a human) answers.
+    Ask = 2,
+    /// Refuse it.
+    Deny = 3,
+}
+
+impl Verdict {
+    /// Decodes a verdict read from a map or event; unknown values are `None`.
+    pub const fn from_u32(raw: u32) -> Option<Self> {
+        match raw {
+            0 => Some(Self::Allow),
+            1 => Some(Self::Audit),
+            2 => Some(Self::Ask),
+            3 => Some(Self::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// Bits of [`ExecEvent::flags`].
+pub mod exec_flags {
+    /// The task was stopped before its first instruction and waits for the daemon.
+    pub const HELD: u32 = 1 << 0;
+    /// The exec was refused: -EPERM from the LSM hook, or SIGKILL on the tracepoint backend.
+    pub const DENIED: u32 = 1 << 1;
+    /// argv was longer than [`crate::ARGV_MAX`] (or could not be read whole).
+    pub const ARGV_TRUNCATED: u32 = 1 << 2;
+    /// The file name was longer than [`crate::FILENAME_MAX`].
+    pub const FILENAME_TRUNCATED: u32 = 1 << 3;
+    /// The kernel could not record the hold (map full); the task was killed instead.
+    pub const HOLD_FAILED: u32 = 1 << 4;
+    /// argv was not readable at this hook (the LSM deny happens before the new mm exists).
+    pub const ARGV_UNAVAILABLE: u32 = 1 << 5;
+}
+
+/// Kinds of [`ExecEvent`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A tracked task ran a new program (sched_process_exec).
+    Exec = 1,
+    /// A tracked task's exec was refused in bprm_check_security (lsm backend).
+    ExecDenied = 2,
+}
+
+impl EventKind {
+    /// Decodes the kind of an event; unknown values are `None`.
+    pub const fn from_u32(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Exec),
+            2 => Some(Self::ExecDenied),
+            _ => None,
+        }
+    }
+}
+
+/// One exec by a tracked task, written into the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    /// An [`EventKind`].
+    pub kind: u32,
+    /// [`exec_flags`] bits.
+    pub flags: u32,
+    /// Process id (thread-group id).
+    pub tgid: u32,
+    /// Thread id of the task that exec'd.
+    pub pid: u32,
+    /// Thread-group id of the real parent.
+    pub ppid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// The agent the task belongs to (assigned by the daemon at registration).
+    pub agent_id: u32,
+    /// `start_boottime` of the thread-group leader, in ns: with `tgid` it names the process
+    /// without confusion by pid reuse.
+    pub start_boottime: u64,
+    /// cgroup v2 id of the task.
+    pub cgroup_id: u64,
+    /// Kernel-encoded device (`MKDEV(major, minor)` = major << 20 | minor) of the binary.
+    pub dev: u64,
+    /// Inode number of the binary.
+    pub ino: u64,
+    /// The [`Verdict`] the kernel applied.
+    pub verdict: u32,
+    /// Valid bytes in `filename` (without the NUL).
+    pub filename_len: u32,
+    /// Valid bytes in `argv` (NUL-separated arguments).
+    pub argv_len: u32,
+    /// The policy rule behind `verdict` (`ExecRule::rule_id`; 0 when no rule matched).
+    pub rule_id: u32,
+    /// The executable's name, see [`FILENAME_MAX`].
+    pub filename: [u8; FILENAME_MAX],
+    /// The argument vector, NUL-separated, see [`ARGV_MAX`].
+    pub argv: [u8; ARGV_MAX],
+}
+
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 80 + FILENAME_MAX + ARGV_MAX);
+
+/// Key of the `EXEC_RULES` map: the binary by identity, so symlinks, hardlinks and
+/// relative paths all reach the same rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    /// Kernel-encoded device (major << 20 | minor), as in `super_block.s_dev`.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+
+/// Value of the `EXEC_RULES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecRule {
+    /// A [`Verdict`].
+    pub verdict: u32,
+    /// Index of the rule in the daemon's policy, reported back in events.
+    pub rule_id: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ExecRule>() == 8);
+
+/// Value of the `TRACKED` map (keyed by tgid): this process is an agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackedTask {
+    /// `start_boottime` of the thread-group leader in ns; when [`tracked_flags::UNCONFIRMED`]
+    /// is set it is in clock ticks (what /proc/PID/stat shows) until the kernel confirms it.
+    pub start: u64,
+    /// The agent this process belongs to.
+    pub agent_id: u32,
+    /// [`tracked_flags`] bits.
+    pub flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<TrackedTask>() == 16);
+
+/// Bits of [`TrackedTask::flags`].
+pub mod tracked_flags {
+    /// Registered from userspace, which only knows the start time in clock ticks. The
+    /// first kernel hook that sees the process compares ticks and stores the exact ns.
+    pub const UNCONFIRMED: u32 = 1 << 0;
+}
+
+/// Nanoseconds per clock tick of /proc/PID/stat's `starttime` (USER_HZ is 100 on every
+/// architecture Linux supports for userspace ABI purposes).
+pub const NSEC_PER_CLOCK_TICK: u64 = 10_000_000;
+
+/// Value of the `HELD` map (keyed by tgid): the process is stopped until the daemon answers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldTask {
+    /// `start_boottime` of the held process, ns.
+    pub start_boottime: u64,
+    /// The rule that asked for the hold.
+    pub rule_id: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<HeldTask>() == 16);
+
+/// Indices into the `COUNTERS` per-CPU array: things that went wrong in the kernel and must
+/// never go unnoticed.
+pub mod counters {
+    /// Ring buffer full: an exec event was lost (held execs are killed instead).
+    pub const EVENT_DROPPED: u32 = 0;
+    /// `TRACKED` full: a tracked process forked a child that could not be tracked.
+    pub const TRACK_FAILED: u32 = 1;
+    /// `HELD` full: an exec that should have been held was killed.
+    pub const HOLD_FAILED: u32 = 2;
+    /// A SIGCONT to a held task was refused (task_kill guard).
+    pub const SIGCONT_BLOCKED: u32 = 3;
+    /// A registered process was found with a different start time (pid reuse) and dropped.
+    pub const STALE_TRACKED: u32 = 4;
+    /// Number of counters.
+    pub const COUNT: u32 = 5;
+}
+
+/// Offsets of the kernel struct fields the programs read, resolved by the daemon from the
+/// running kernel's BTF (layouts differ between kernels, and aya's Rust programs have no
+/// CO-RE field relocation). Passed in as the global `KERNEL_OFFSETS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.pid`
+    pub task_pid: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
+    /// `task_struct.real_parent`
+    pub task_real_parent: u32,
+    /// `task_struct.group_leader`
+    pub task_group_leader: u32,
+    /// `task_struct.start_boottime`
+    pub task_start_boottime: u32,
+    /// `task_struct.mm`
+    pub task_mm: u32,
+    /// `task_struct.signal`
+    pub task_signal: u32,
+    /// `signal_struct.live` (an `atomic_t`, whose counter is at offset 0)
+    pub signal_live: u32,
+    /// `mm_struct.arg_start`
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end`
+    pub mm_arg_end: u32,
+    /// `linux_binprm.file`
+    pub bprm_file: u32,
+    /// `linux_binprm.filename`
+    pub bprm_filename: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `file.f_path`
+    pub file_path: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 18 * 4);
+
+/// Settings passed to the programs as the global `CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// The daemon's tgid: the one sender whose SIGCONT reaches a held task.
+    pub daemon_tgid: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], contain only integers and byte arrays, and have
+    // no implicit padding (sizes asserted above), so every bit pattern is valid.
+    unsafe impl aya::Pod for super::ExecEvent {}
+    unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::ExecRule {}
+    unsafe impl aya::Pod for super::TrackedTask {}
+    unsafe impl aya::Pod for super::HeldTask {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::KernelConfig {}
+}

@@ -1,0 +1,225 @@
+//! Exec decisions: deny in `bprm_check_security` (lsm backend), hold or kill at
+//! `sched_process_exec` (both backends), and one event per tracked exec.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_send_signal},
+    },
+    macros::{btf_tracepoint, lsm},
+    programs::{BtfTracePointContext, LsmContext},
+};
+use aya_log_ebpf::warn;
+use interceptor_common::{
+    ARGV_MAX, EventKind, ExecEvent, ExecRule, FILENAME_MAX, HeldTask, InodeKey, Verdict,
+    counters, exec_flags,
+};
+
+use crate::{
+    kernel::{agent_of, current_task, offsets, parent_tgid, process_start, read},
+    maps::{EVENTS, EXEC_RULES, HELD, count},
+};
+
+const SIGKILL: u32 = 9;
+const SIGSTOP: u32 = 19;
+const EPERM: i32 = 1;
+
+/// `bprm_check_security(struct linux_binprm *bprm)` (LSM; the previous LSM's return value is
+/// the last argument). Runs before the point of no return, so a deny makes execve() fail
+/// with EPERM and the old program carries on.
+///
+/// Fails open only for untracked tasks; for an agent a denied binary is refused even when
+/// its event cannot be recorded (the loss is counted).
+#[lsm(hook = "bprm_check_security")]
+pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(0);
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let task = current_task();
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(agent_id) = agent_of(task, tgid) else {
+        return 0;
+    };
+    let Some(binary) = binary_of(bprm) else {
+        return 0;
+    };
+    let Some(rule) = exec_rule(&binary) else {
+        return 0;
+    };
+    if rule.verdict != Verdict::Deny as u32 {
+        return 0;
+    }
+    let flags = exec_flags::DENIED | exec_flags::ARGV_UNAVAILABLE;
+    emit(EventKind::ExecDenied, flags, task, agent_id, bprm, &binary, &rule, false);
+    -EPERM
+}
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`,
+/// after the new program is loaded and before it runs its first instruction.
+///
+/// `ask`: the task is recorded in `HELD` and stopped (SIGSTOP is delivered before it returns
+/// to userspace). `deny` that got this far (the tracepoint backend has no bprm hook): killed.
+/// Fails closed: if the hold cannot be recorded, or its event cannot reach the daemon, the
+/// task is killed rather than left running or stopped with nobody to answer.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    let bprm: *const u8 = ctx.arg(2);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(agent_id) = agent_of(task, tgid) else {
+        return 0;
+    };
+    let binary = binary_of(bprm).unwrap_or(InodeKey { dev: 0, ino: 0 });
+    let rule = exec_rule(&binary).unwrap_or(ExecRule { verdict: Verdict::Allow as u32, rule_id: 0 });
+
+    let mut flags = 0;
+    if rule.verdict == Verdict::Ask as u32 {
+        let held = HeldTask {
+            start_boottime: process_start(task).unwrap_or(0),
+            rule_id: rule.rule_id,
+            _pad: 0,
+        };
+        if HELD.insert(&tgid, &held, 0).is_ok() {
+            flags |= exec_flags::HELD;
+        } else {
+            count(counters::HOLD_FAILED);
+            warn!(&ctx, "HELD is full: killing held exec of pid {}", tgid);
+            flags |= exec_flags::HOLD_FAILED | exec_flags::DENIED;
+        }
+    } else if rule.verdict == Verdict::Deny as u32 {
+        flags |= exec_flags::DENIED;
+    }
+
+    let delivered = emit(EventKind::Exec, flags, task, agent_id, bprm, &binary, &rule, true);
+    if flags & exec_flags::HELD != 0 && !delivered {
+        // Nobody would ever answer this hold.
+        let _ = HELD.remove(&tgid);
+        flags |= exec_flags::DENIED;
+    }
+    // SAFETY: bpf_send_signal signals the current thread group; it has no memory arguments.
+    unsafe {
+        if flags & exec_flags::DENIED != 0 {
+            bpf_send_signal(SIGKILL);
+        } else if flags & exec_flags::HELD != 0 {
+            bpf_send_signal(SIGSTOP);
+        }
+    }
+    0
+}
+
+/// The binary's identity: `bprm->file->f_inode->{i_sb->s_dev, i_ino}`.
+#[inline(always)]
+fn binary_of(bprm: *const u8) -> Option<InodeKey> {
+    let off = offsets();
+    let file: *const u8 = read(bprm, off.bprm_file).ok()?;
+    let inode: *const u8 = read(file, off.file_inode).ok()?;
+    let ino: u64 = read(inode, off.inode_ino).ok()?;
+    let sb: *const u8 = read(inode, off.inode_sb).ok()?;
+    let dev: u32 = read(sb, off.sb_dev).ok()?;
+    Some(InodeKey { dev: dev as u64, ino })
+}
+
+#[inline(always)]
+fn exec_rule(binary: &InodeKey) -> Option<ExecRule> {
+    // SAFETY: the value is copied out immediately.
+    unsafe { EXEC_RULES.get(binary).copied() }
+}
+
+/// Writes one event into `EVENTS`; false (and counted) when the ring buffer is full.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "one call site per hook, all plain values")]
+fn emit(
+    kind: EventKind,
+    mut flags: u32,
+    task: *const u8,
+    agent_id: u32,
+    bprm: *const u8,
+    binary: &InodeKey,
+    rule: &ExecRule,
+    with_argv: bool,
+) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count(counters::EVENT_DROPPED);
+        return false;
+    };
+    let ev = entry.as_mut_ptr();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    // SAFETY: `ev` points at a reserved ring-buffer record of the right size; every field is
+    // written before submit, and the helpers are given bounds inside the record.
+    unsafe {
+        (*ev).kind = kind as u32;
+        (*ev).tgid = (pid_tgid >> 32) as u32;
+        (*ev).pid = pid_tgid as u32;
+        (*ev).ppid = parent_tgid(task).unwrap_or(0);
+        (*ev).uid = uid_gid as u32;
+        (*ev).gid = (uid_gid >> 32) as u32;
+        (*ev).agent_id = agent_id;
+        (*ev).start_boottime = process_start(task).unwrap_or(0);
+        (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).dev = binary.dev;
+        (*ev).ino = binary.ino;
+        (*ev).verdict = rule.verdict;
+        (*ev).rule_id = rule.rule_id;
+
+        (*ev).filename_len = 0;
+        if let Ok(name) = read::<*const u8>(bprm, offsets().bprm_filename) {
+            let n = bpf_probe_read_kernel_str(
+                (*ev).filename.as_mut_ptr().cast(),
+                FILENAME_MAX as u32,
+                name.cast(),
+            );
+            if n > 0 {
+                // n counts the NUL; a full buffer means the name was cut.
+                (*ev).filename_len = (n - 1) as u32;
+                if n as usize == FILENAME_MAX {
+                    flags |= exec_flags::FILENAME_TRUNCATED;
+                }
+            }
+        }
+
+        (*ev).argv_len = 0;
+        if with_argv {
+            let (len, truncated) = read_argv(task, (*ev).argv.as_mut_ptr());
+            (*ev).argv_len = len;
+            if truncated {
+                flags |= exec_flags::ARGV_TRUNCATED;
+            }
+        }
+        (*ev).flags = flags;
+    }
+    entry.submit(0);
+    true
+}
+
+/// Copies `mm->arg_start..arg_end` of the current (new) program into `dst`, at most
+/// `ARGV_MAX` bytes. Returns the bytes copied and whether argv was longer (or unreadable).
+#[inline(always)]
+unsafe fn read_argv(task: *const u8, dst: *mut u8) -> (u32, bool) {
+    let off = offsets();
+    let Ok(mm) = read::<*const u8>(task, off.task_mm) else {
+        return (0, true);
+    };
+    let (Ok(start), Ok(end)) = (read::<u64>(mm, off.mm_arg_start), read::<u64>(mm, off.mm_arg_end))
+    else {
+        return (0, true);
+    };
+    if end <= start {
+        return (0, false);
+    }
+    let mut len = end - start;
+    let mut truncated = false;
+    if len > ARGV_MAX as u64 {
+        len = ARGV_MAX as u64;
+        truncated = true;
+    }
+    // SAFETY: `dst` has ARGV_MAX bytes and len <= ARGV_MAX; the source is user memory of
+    // the current task, read with the fault-tolerant helper.
+    let rc = unsafe { bpf_probe_read_user(dst.cast(), len as u32, start as *const _) };
+    if rc != 0 {
+        return (0, true);
+    }
+    (len as u32, truncated)
+}

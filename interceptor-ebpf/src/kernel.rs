@@ -1,0 +1,121 @@
+//! Reading kernel structures, and deciding whether the current task is an agent.
+//!
+//! Field offsets come from the running kernel's BTF, resolved by the daemon and passed in as
+//! the `KERNEL_OFFSETS` global: layouts differ between kernels and Rust eBPF programs have
+//! no CO-RE field relocation. Globals are read with `read_volatile` so the compiler cannot
+//! fold them to the zeroes they hold in the object file.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use interceptor_common::{
+    KernelConfig, KernelOffsets, NSEC_PER_CLOCK_TICK, counters, tracked_flags,
+};
+
+use crate::maps::{TRACKED, count};
+
+#[unsafe(no_mangle)]
+static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
+    task_pid: 0,
+    task_tgid: 0,
+    task_real_parent: 0,
+    task_group_leader: 0,
+    task_start_boottime: 0,
+    task_mm: 0,
+    task_signal: 0,
+    signal_live: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    bprm_file: 0,
+    bprm_filename: 0,
+    file_inode: 0,
+    file_path: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    _pad: 0,
+};
+
+#[unsafe(no_mangle)]
+static CONFIG: KernelConfig = KernelConfig { daemon_tgid: 0, _pad: 0 };
+
+/// The offsets table; every field access goes through a volatile read of it.
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    // SAFETY: reading a static we own.
+    unsafe { core::ptr::read_volatile(&KERNEL_OFFSETS) }
+}
+
+/// The daemon's settings.
+#[inline(always)]
+pub fn config() -> KernelConfig {
+    // SAFETY: reading a static we own.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Reads a `T` at `base + offset` from kernel memory.
+#[inline(always)]
+pub fn read<T>(base: *const u8, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel copies through the kernel's fault-tolerant accessor; a
+    // bad address yields an error, never a fault.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }
+}
+
+/// The current task (`struct task_struct *`).
+#[inline(always)]
+pub fn current_task() -> *const u8 {
+    // SAFETY: the helper has no preconditions.
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+/// `task->tgid`.
+#[inline(always)]
+pub fn task_tgid(task: *const u8) -> Result<u32, i32> {
+    read::<i32>(task, offsets().task_tgid).map(|v| v as u32)
+}
+
+/// `task->pid` (the thread id).
+#[inline(always)]
+pub fn task_pid(task: *const u8) -> Result<u32, i32> {
+    read::<i32>(task, offsets().task_pid).map(|v| v as u32)
+}
+
+/// `task->group_leader->start_boottime`: with the tgid, names a process across pid reuse.
+#[inline(always)]
+pub fn process_start(task: *const u8) -> Result<u64, i32> {
+    let off = offsets();
+    let leader: *const u8 = read(task, off.task_group_leader)?;
+    read(leader, off.task_start_boottime)
+}
+
+/// `task->real_parent->tgid`.
+#[inline(always)]
+pub fn parent_tgid(task: *const u8) -> Result<u32, i32> {
+    let parent: *const u8 = read(task, offsets().task_real_parent)?;
+    task_tgid(parent)
+}
+
+/// The agent `task` belongs to, if it is tracked.
+///
+/// A `TRACKED` entry names a process by (tgid, start time). Entries the daemon registered
+/// carry the start time in clock ticks (all /proc shows); the first time the kernel sees
+/// such a process it checks the ticks and stores the exact value. An entry whose start time
+/// does not match belongs to an earlier process with the same pid: it is removed and counted.
+#[inline(always)]
+pub fn agent_of(task: *const u8, tgid: u32) -> Option<u32> {
+    let entry = TRACKED.get_ptr_mut(&tgid)?;
+    let start = process_start(task).ok()?;
+    // SAFETY: a pointer into a map value, valid for this program run. Two CPUs may confirm
+    // the same entry at once; both write the same values.
+    let entry = unsafe { &mut *entry };
+    if entry.flags & tracked_flags::UNCONFIRMED != 0 {
+        if entry.start == start / NSEC_PER_CLOCK_TICK {
+            entry.start = start;
+            entry.flags &= !tracked_flags::UNCONFIRMED;
+            return Some(entry.agent_id);
+        }
+    } else if entry.start == start {
+        return Some(entry.agent_id);
+    }
+    let _ = TRACKED.remove(&tgid);
+    count(counters::STALE_TRACKED);
+    None
+}

@@ -1,0 +1,317 @@
+//! The command line: one binary for the daemon, the agent launcher and the reviewer tools.
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    control::{self, ClientError, DEFAULT_SOCKET, Decision, PendingView, Request, Response},
+    daemon::{self, DaemonOptions},
+    loader::BackendChoice,
+    policy::{Action, DEFAULT_POLICY, Policy},
+};
+
+/// Where an installed policy lives; the built-in default applies when it is absent.
+pub const DEFAULT_POLICY_PATH: &str = "/etc/interceptor/policy.toml";
+
+/// Action-Level Approvals for AI agents: the kernel holds an agent's exec until policy or a
+/// human answers.
+///
+/// Start the daemon as root, launch agents under `interceptor run`, and answer held
+/// operations with `interceptor approvals`.
+#[derive(Debug, Parser)]
+#[command(name = "interceptor", version, propagate_version = true)]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "INTERCEPTOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command_,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command_ {
+    /// Load the kernel programs and enforce the policy (as root).
+    ///
+    /// Example: interceptor daemon --policy /etc/interceptor/policy.toml
+    ///
+    /// Example: interceptor daemon --deny-exec /usr/bin/shred --hold-exec /usr/bin/curl
+    Daemon(DaemonArgs),
+
+    /// Run a command as an agent: it and everything it starts are tracked in the kernel.
+    ///
+    /// Registers with the daemon, then becomes CMD (same pid), so the exit status is CMD's.
+    /// Refuses to run CMD when the daemon is not running.
+    ///
+    /// Example: interceptor run --agent copilot -- bash -c 'make deploy'
+    Run(RunArgs),
+
+    /// List, approve or deny held operations (as root, from outside any agent).
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+
+    /// Show the most recent agent execs the kernel reported (as root).
+    ///
+    /// Example: interceptor events --limit 20 --json
+    Events {
+        /// How many events, newest last.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Show the backend in force, what it guarantees, and the kernel's failure counters.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Policy file. Default: /etc/interceptor/policy.toml if it exists, else the built-in
+    /// policy (policies/default.toml).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+
+    /// Kernel backend: lsm needs BPF LSM; tracepoint is the degraded fallback.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+
+    /// Deny agents this binary, in addition to the policy (repeatable).
+    #[arg(long = "deny-exec", value_name = "PATH")]
+    pub deny_exec: Vec<String>,
+
+    /// Hold agents' execs of this binary for approval, in addition to the policy (repeatable).
+    #[arg(long = "hold-exec", value_name = "PATH")]
+    pub hold_exec: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Agent name reported in events and approval requests.
+    #[arg(long, default_value = "agent")]
+    pub agent: String,
+
+    /// The command to run as the agent.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Held operations waiting for a decision.
+    ///
+    /// Example: interceptor approvals list
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a held operation run.
+    ///
+    /// Example: interceptor approvals approve 3
+    Approve {
+        /// Request id from `interceptor approvals list`.
+        id: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill a held operation.
+    ///
+    /// Example: interceptor approvals deny 3
+    Deny {
+        /// Request id from `interceptor approvals list`.
+        id: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command_::Daemon(args) => run_daemon(cli.socket, args),
+        Command_::Run(args) => run_agent(&cli.socket, args),
+        Command_::Approvals(ApprovalsCommand::List { json }) => {
+            let Response::Approvals { requests } = call(&cli.socket, &Request::ListApprovals)? else {
+                bail!("the daemon answered a list request with something else");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&requests)?);
+            } else {
+                print_pending(&requests);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command_::Approvals(ApprovalsCommand::Approve { id, json }) => decide(&cli.socket, Request::Approve { id }, json),
+        Command_::Approvals(ApprovalsCommand::Deny { id, json }) => decide(&cli.socket, Request::Deny { id }, json),
+        Command_::Events { limit, json } => {
+            let Response::Events { events } = call(&cli.socket, &Request::Events { limit: Some(limit) })? else {
+                bail!("the daemon answered an events request with something else");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                for e in &events {
+                    let outcome = if e.denied { "DENIED" } else if e.held { "HELD" } else { "ran" };
+                    println!("{:>6} {:<8} pid {:<7} agent {:<12} {} {}", e.seq, outcome, e.pid, e.agent, e.filename, shell_words(&e.argv));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command_::Status { json } => {
+            let Response::Status(status) = call(&cli.socket, &Request::Status)? else {
+                bail!("the daemon answered a status request with something else");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("backend:   {}", status.backend);
+                for g in &status.guarantees {
+                    println!("           - {g}");
+                }
+                println!("daemon:    pid {}", status.daemon_pid);
+                println!("policy:    {}", status.policy);
+                for (rule, why) in &status.unresolved_rules {
+                    println!("           rule {rule} cannot match: {why}");
+                }
+                println!("tracked:   {} processes", status.tracked_processes);
+                println!("pending:   {} approvals", status.pending_approvals);
+                for (name, value) in &status.counters {
+                    println!("counter:   {name} = {value}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn call(socket: &Path, request: &Request) -> anyhow::Result<Response> {
+    control::call(socket, request).map_err(anyhow::Error::from)
+}
+
+fn decide(socket: &Path, request: Request, json: bool) -> anyhow::Result<ExitCode> {
+    let Response::Decided { id, decision, pid } = call(socket, &request)? else {
+        bail!("the daemon answered a decision with something else");
+    };
+    if json {
+        println!("{}", serde_json::json!({ "id": id, "decision": decision, "pid": pid }));
+    } else {
+        let what = match decision {
+            Decision::Approved => "approved: the process runs",
+            Decision::Denied => "denied: the process was killed",
+        };
+        println!("request {id} (pid {pid}) {what}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let (mut policy, policy_origin) = match &args.policy {
+        Some(path) => (Policy::load(path)?, path.display().to_string()),
+        None if Path::new(DEFAULT_POLICY_PATH).exists() => {
+            (Policy::load(Path::new(DEFAULT_POLICY_PATH))?, DEFAULT_POLICY_PATH.to_string())
+        }
+        None => (Policy::parse(DEFAULT_POLICY, "built-in default policy")?, "built-in default policy".into()),
+    };
+    for path in &args.deny_exec {
+        policy.add_cli_rule(Action::Deny, path);
+    }
+    for path in &args.hold_exec {
+        policy.add_cli_rule(Action::Ask, path);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(daemon::run(DaemonOptions { socket, policy, policy_origin, backend: args.backend }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_agent(socket: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let response = match control::call(socket, &Request::Register { agent: args.agent.clone() }) {
+        Ok(response) => response,
+        Err(e @ ClientError::NotRunning { .. }) => {
+            bail!("{e}; refusing to run the agent unprotected (start it with `interceptor daemon`)")
+        }
+        Err(e) => return Err(e).context("registering the agent with the daemon"),
+    };
+    let Response::Registered { .. } = response else {
+        bail!("the daemon answered the registration with something else");
+    };
+    let (program, rest) = args.command.split_first().context("no command given")?;
+    // exec() only returns on failure; on success this process is the agent from here on.
+    let err = Command::new(program).args(rest).exec();
+    bail!("cannot run {program}: {err}")
+}
+
+fn print_pending(requests: &[PendingView]) {
+    if requests.is_empty() {
+        println!("no pending approvals");
+        return;
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    println!("{:>4}  {:<7} {:<12} {:>8}  {:<16} COMMAND", "ID", "PID", "AGENT", "WAITING", "RULE");
+    for r in requests {
+        let waiting = now.saturating_sub(r.held_at_ms) / 1000;
+        println!("{:>4}  {:<7} {:<12} {:>7}s  {:<16} {}", r.id, r.pid, r.agent, waiting, r.rule, shell_words(&r.argv));
+        if let Some(reason) = &r.reason {
+            println!("      reason: {reason}");
+        }
+        println!("      binary: {}  cwd: {}", r.exe, r.cwd);
+    }
+}
+
+/// argv as a reader would type it: words with spaces or quotes are quoted.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_keeps_the_agent_command_whole() {
+        let cli = Cli::try_parse_from(["interceptor", "run", "--agent", "bot", "--", "ls", "-la", "--color"]).unwrap();
+        let Command_::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.agent, "bot");
+        assert_eq!(args.command, ["ls", "-la", "--color"]);
+        assert!(Cli::try_parse_from(["interceptor", "run"]).is_err(), "a command is required");
+        assert!(Cli::try_parse_from(["interceptor", "approvals", "approve", "x"]).is_err(), "ids are numbers");
+    }
+
+    #[test]
+    fn shell_words_quotes_what_needs_it() {
+        let argv = ["rm", "-rf", "my dir", "it's"].map(String::from);
+        assert_eq!(shell_words(&argv), r"rm -rf 'my dir' 'it'\''s'");
+    }
+}

@@ -1,0 +1,200 @@
+//! The control socket protocol: one JSON request line, one JSON response line, per
+//! connection. The daemon identifies every caller by its peer credentials (SO_PEERCRED),
+//! never by anything the caller says about itself.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/interceptor/control.sock";
+
+/// Longest request line the daemon reads.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// A request to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Track the calling process (and everything it starts) as agent `agent`.
+    Register { agent: String },
+    /// Backend, counters and sizes.
+    Status,
+    /// Held operations waiting for a decision.
+    ListApprovals,
+    /// Resume a held operation.
+    Approve { id: u64 },
+    /// Kill a held operation.
+    Deny { id: u64 },
+    /// The most recent exec events, oldest first.
+    Events { limit: Option<usize> },
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Registered { agent: String, agent_id: u32, pid: u32 },
+    Status(Status),
+    Approvals { requests: Vec<PendingView> },
+    Decided { id: u64, decision: Decision, pid: u32 },
+    Events { events: Vec<ExecRecord> },
+    Error { message: String },
+}
+
+/// What a reviewer decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approved,
+    Denied,
+}
+
+/// The daemon's state at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// `lsm` or `tracepoint`.
+    pub backend: String,
+    /// What this backend guarantees, in a sentence per guarantee.
+    pub guarantees: Vec<String>,
+    pub daemon_pid: u32,
+    pub policy: String,
+    /// Rules that cannot match because their binary is missing: (rule, why).
+    pub unresolved_rules: Vec<(String, String)>,
+    pub tracked_processes: usize,
+    pub pending_approvals: usize,
+    /// Kernel failure counters by name.
+    pub counters: Vec<(String, u64)>,
+}
+
+/// A held exec, as reviewers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingView {
+    pub id: u64,
+    pub agent: String,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// The path the binary was run by, as given to execve.
+    pub filename: String,
+    /// The resolved executable (/proc/PID/exe).
+    pub exe: String,
+    /// The whole argv, read from /proc while the task is stopped.
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub rule: String,
+    pub reason: Option<String>,
+    /// Unix time in ms when the daemon saw the hold.
+    pub held_at_ms: u64,
+}
+
+/// One exec by an agent, as the kernel reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRecord {
+    /// Position in the daemon's event stream.
+    pub seq: u64,
+    /// Unix time in ms when the daemon received it.
+    pub time_ms: u64,
+    /// `exec`, or `exec_denied` for an exec refused in bprm_check_security.
+    pub kind: String,
+    pub agent: String,
+    pub agent_id: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    /// The path given to execve (as the kernel saw it at exec time).
+    pub filename: String,
+    pub filename_truncated: bool,
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    /// argv cannot be read where this event was made (execs refused before the new program
+    /// was loaded).
+    pub argv_unavailable: bool,
+    /// `allow`, `audit`, `ask` or `deny`.
+    pub verdict: String,
+    pub rule: Option<String>,
+    pub held: bool,
+    pub denied: bool,
+    pub hold_failed: bool,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Why a request could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the interceptor daemon is not running (nothing listens on {socket}: {source})")]
+    NotRunning { socket: PathBuf, source: std::io::Error },
+    #[error("talking to the daemon on {socket}: {source}")]
+    Io { socket: PathBuf, source: std::io::Error },
+    #[error("the daemon sent an unreadable answer: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends one request and waits for its answer. A `Response::Error` becomes
+/// `ClientError::Refused`.
+pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    let io = |source| ClientError::Io { socket: socket.into(), source };
+    let mut stream = UnixStream::connect(socket)
+        .map_err(|source| ClientError::NotRunning { socket: socket.into(), source })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    let mut line = serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+    if answer.is_empty() {
+        return Err(ClientError::Protocol("the daemon closed the connection without answering".into()));
+    }
+    match serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("{e}: {answer:?}")))? {
+        Response::Error { message } => Err(ClientError::Refused(message)),
+        response => Ok(response),
+    }
+}
+
+/// Decodes a request line, with an error that names the problem.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str(line.trim_end()).map_err(|e| format!("bad request: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_unknown_input_is_rejected() {
+        for request in [
+            Request::Register { agent: "copilot".into() },
+            Request::Status,
+            Request::ListApprovals,
+            Request::Approve { id: 7 },
+            Request::Deny { id: 8 },
+            Request::Events { limit: Some(3) },
+        ] {
+            let line = serde_json::to_string(&request).unwrap();
+            assert_eq!(parse_request(&line).unwrap(), request);
+        }
+        assert_eq!(parse_request(r#"{"op":"approve","id":3}"#).unwrap(), Request::Approve { id: 3 });
+        assert!(parse_request(r#"{"op":"approve","id":3,"as":"root"}"#).unwrap_err().contains("unknown field"));
+        assert!(parse_request(r#"{"op":"approve"}"#).unwrap_err().contains("missing field"));
+        assert!(parse_request(r#"{"op":"self_approve","id":1}"#).unwrap_err().contains("unknown variant"));
+        assert!(parse_request("not json").unwrap_err().starts_with("bad request"));
+    }
+
+    #[test]
+    fn client_reports_a_missing_daemon() {
+        let err = call(Path::new("/nonexistent/interceptor.sock"), &Request::Status).unwrap_err();
+        assert!(matches!(err, ClientError::NotRunning { .. }));
+        assert!(err.to_string().contains("not running"), "{err}");
+    }
+}

@@ -1,0 +1,19 @@
+//! interceptor: Action-Level Approvals for AI agents on Linux.
+//!
+//! Kernel programs (interceptor-ebpf) track agent process trees and decide their execs;
+//! this crate is the daemon and CLI around them:
+//! - [`btf`]: kernel struct offsets from the running kernel's BTF;
+//! - [`loader`]: loading the programs and choosing the backend (lsm or tracepoint);
+//! - [`policy`]: the exec rule list and its compilation to kernel map entries;
+//! - [`daemon`]: events, holds, approvals, the control socket server;
+//! - [`control`]: the control socket protocol and client;
+//! - [`procfs`]: /proc readers and pidfd signalling;
+//! - [`cli`]: the command line.
+
+pub mod btf;
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod loader;
+pub mod policy;
+pub mod procfs;

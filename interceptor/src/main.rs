@@ -1,0 +1,22 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use interceptor::cli::{Cli, Command_};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The daemon logs its work; the client commands only log problems.
+    let default_level = if matches!(cli.command, Command_::Daemon(_)) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("INTERCEPTOR_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)))
+        .with_writer(std::io::stderr)
+        .init();
+    match interceptor::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("interceptor: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

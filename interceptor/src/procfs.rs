@@ -1,0 +1,153 @@
+//! What the daemon learns about a process from /proc, and signalling it through a pidfd so a
+//! recycled pid can never receive a decision meant for an earlier process.
+
+use std::{
+    fs,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::PathBuf,
+};
+
+use interceptor_common::NSEC_PER_CLOCK_TICK;
+
+/// Fields of /proc/PID/stat the daemon uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Process state letter (`R`, `S`, `T` for stopped, `Z`, ...).
+    pub state: char,
+    pub ppid: u32,
+    /// Start time since boot in clock ticks (the kernel's `start_boottime` / 10 ms).
+    pub start_ticks: u64,
+}
+
+/// Parses /proc/PID/stat. The command name (field 2) may contain spaces and parentheses,
+/// so fields are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); starttime is field 22.
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Reads /proc/PID/stat.
+pub fn stat(pid: u32) -> io::Result<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unparsable /proc/{pid}/stat")))
+}
+
+/// The whole argv of a process (not bounded like the kernel's copy).
+pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline"))?;
+    Ok(split_nul(&raw))
+}
+
+/// The current directory of a process.
+pub fn cwd(pid: u32) -> io::Result<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/cwd"))
+}
+
+/// The resolved path of a process's executable.
+pub fn exe(pid: u32) -> io::Result<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/exe"))
+}
+
+/// Splits NUL-separated strings (argv as the kernel stores it).
+pub fn split_nul(raw: &[u8]) -> Vec<String> {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|&b| b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+}
+
+/// The start time in clock ticks that the kernel's `start_boottime` (ns) corresponds to.
+pub fn ticks_of_boottime(ns: u64) -> u64 {
+    ns / NSEC_PER_CLOCK_TICK
+}
+
+/// A process pinned by a pidfd: signals reach this process or fail, never a successor.
+#[derive(Debug)]
+pub struct Pidfd {
+    fd: OwnedFd,
+    pub pid: u32,
+}
+
+impl Pidfd {
+    /// Opens a pidfd for `pid` and checks it is the process that started at `start_ticks`.
+    pub fn open(pid: u32, start_ticks: u64) -> io::Result<Self> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the fd was just returned to us and is owned by nobody else.
+        let pidfd = Self { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) }, pid };
+        // The pidfd now pins the process; if /proc still shows the expected start time, the
+        // pidfd names the process we meant.
+        let found = stat(pid)?.start_ticks;
+        if found != start_ticks {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("pid {pid} is a different process now (started at tick {found}, expected {start_ticks})"),
+            ));
+        }
+        Ok(pidfd)
+    }
+
+    /// Sends `sig`; `sig == 0` checks the process is still alive.
+    pub fn signal(&self, sig: i32) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal with a valid fd, a signal number, no siginfo and no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    /// Whether the process has not exited.
+    pub fn alive(&self) -> bool {
+        self.signal(0).is_ok() && stat(self.pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_hostile_comm() {
+        let text = "4242 (evil) T 1 2 (x)) T 7 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        // The comm "evil) T 1 2 (x" contains ") T": fields are counted from the last ')'.
+        let st = parse_stat(text).expect("parses");
+        assert_eq!(st, Stat { state: 'T', ppid: 7, start_ticks: 987654 });
+        assert!(parse_stat("12 (cut").is_none());
+        assert!(parse_stat("12 (x) R 1").is_none());
+    }
+
+    #[test]
+    fn own_stat_and_pidfd() {
+        let me = std::process::id();
+        let st = stat(me).expect("own stat");
+        assert_eq!(st.state, 'R');
+        let pidfd = Pidfd::open(me, st.start_ticks).expect("pidfd for self");
+        assert!(pidfd.alive());
+        let err = Pidfd::open(me, st.start_ticks + 1).expect_err("wrong start time is refused");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn argv_splitting() {
+        assert_eq!(split_nul(b"ls\0-l\0a b\0"), vec!["ls", "-l", "a b"]);
+        assert_eq!(split_nul(b"cut\0argu"), vec!["cut", "argu"]);
+        assert!(split_nul(b"").is_empty());
+    }
+}
