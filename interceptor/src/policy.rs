@@ -220,7 +220,7 @@ mod tests {
         let err = Policy::parse(text, "p.toml").unwrap_err();
         let PolicyError::Parse { path, line, message, .. } = &err else { panic!("{err}") };
         assert_eq!(path, "p.toml");
-        assert_eq!(*line, 3, "{err}");
+        assert_eq!(*line, 8, "the error points at the unknown field: {err}");
         assert!(message.contains("severity"), "{err}");
     }
 

@@ -1,0 +1,287 @@
+//! Harness for the scenario tests: the real daemon binary on the real kernel.
+//!
+//! The same static test binaries run on the host (tier 2, tracepoint backend) and inside the
+//! BPF-LSM VM (tier 3, lsm backend). `cargo xtask test` sets:
+//! - `INTERCEPTOR_BIN`: the interceptor binary under test;
+//! - `INTERCEPTOR_PROBE`: the probe program (src/bin/interceptor-probe.rs);
+//! - `INTERCEPTOR_EXPECT_BACKEND`: `lsm` or `tracepoint`; every test checks the daemon runs
+//!   exactly that backend, so a VM that silently fell back to tracepoints fails.
+//!
+//! Missing variables are a test failure, never a skip.
+
+use std::{
+    fs,
+    io::Read as _,
+    os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Generous: the VM emulates the CPU and runs ~20x slower than the host.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the integration tests through `cargo xtask test`")
+    })
+}
+
+/// The interceptor binary under test.
+pub fn interceptor_bin() -> PathBuf {
+    required_env("INTERCEPTOR_BIN").into()
+}
+
+/// The probe program.
+pub fn probe_bin() -> PathBuf {
+    required_env("INTERCEPTOR_PROBE").into()
+}
+
+/// The backend this environment must run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Lsm,
+    Tracepoint,
+}
+
+/// The backend this test run expects (`INTERCEPTOR_EXPECT_BACKEND`).
+pub fn expected_backend() -> Backend {
+    match required_env("INTERCEPTOR_EXPECT_BACKEND").as_str() {
+        "lsm" => Backend::Lsm,
+        "tracepoint" => Backend::Tracepoint,
+        other => panic!("INTERCEPTOR_EXPECT_BACKEND={other}: expected lsm or tracepoint"),
+    }
+}
+
+/// A scratch directory, removed on drop.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("interceptor-it-{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create test dir");
+        Self { path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// A copy of the probe under `name`: a distinct file (inode) for rules to name.
+    pub fn probe_copy(&self, name: &str) -> PathBuf {
+        let dest = self.join(name);
+        fs::copy(probe_bin(), &dest).expect("copy probe");
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).expect("chmod probe copy");
+        dest
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A running daemon with its own socket and rules; stopped (SIGTERM) on drop. When the test
+/// is failing, its log is printed.
+pub struct Daemon {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+/// A rule given on the daemon's command line.
+pub enum Rule<'a> {
+    DenyExec(&'a Path),
+    HoldExec(&'a Path),
+}
+
+impl Daemon {
+    /// Starts a daemon with only `rules` (an empty policy file otherwise) and waits until
+    /// it answers; checks it runs the expected backend.
+    pub fn start(dir: &TestDir, rules: &[Rule<'_>]) -> Self {
+        let socket = dir.join("control.sock");
+        let policy = dir.join("policy.toml");
+        fs::write(&policy, "version = 1\n").expect("write policy");
+        let log = dir.join("daemon.log");
+        let mut cmd = Command::new(interceptor_bin());
+        cmd.arg("daemon").arg("--socket").arg(&socket).arg("--policy").arg(&policy);
+        for rule in rules {
+            match rule {
+                Rule::DenyExec(p) => cmd.arg("--deny-exec").arg(p),
+                Rule::HoldExec(p) => cmd.arg("--hold-exec").arg(p),
+            };
+        }
+        let log_file = fs::File::create(&log).expect("create daemon log");
+        cmd.stdout(log_file.try_clone().expect("dup log")).stderr(log_file).env("NO_COLOR", "1");
+        let child = cmd.spawn().expect("start interceptor daemon");
+        let mut daemon = Daemon { child: Some(child), socket, log };
+
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(exit) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("daemon exited during startup ({exit}):\n{}", daemon.log_text());
+            }
+            let out = daemon.cli(&["status", "--json"]);
+            if out.status.success() {
+                break serde_json::from_slice::<Value>(&out.stdout).expect("status is JSON");
+            }
+            assert!(Instant::now() < deadline, "daemon did not answer within {PATIENCE:?}:\n{}", daemon.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let want = match expected_backend() {
+            Backend::Lsm => "lsm",
+            Backend::Tracepoint => "tracepoint",
+        };
+        assert_eq!(status["backend"], want, "daemon chose the wrong backend:\n{}", daemon.log_text());
+        daemon
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `interceptor --socket S ARGS...` to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run interceptor")
+    }
+
+    /// `interceptor --socket S ARGS...`, not started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(interceptor_bin());
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        cmd
+    }
+
+    /// `interceptor run --agent AGENT -- PROGRAM ARGS...`, not started.
+    pub fn agent(&self, agent: &str, program: &Path, args: &[&str]) -> Command {
+        let mut cmd = self.command(&["run", "--agent", agent, "--"]);
+        cmd.arg(program).args(args);
+        cmd
+    }
+
+    /// Runs a CLI command that must succeed with JSON output.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "interceptor {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// Waits until a pending approval for `pid` is listed; returns it.
+    pub fn wait_pending(&self, pid: u32) -> Value {
+        self.wait_for(&format!("a pending approval for pid {pid}"), || {
+            let list = self.json(&["approvals", "list", "--json"]);
+            list.as_array()?.iter().find(|r| r["pid"] == pid).cloned()
+        })
+    }
+
+    /// Waits until an exec event matching `pred` is recorded; returns it.
+    pub fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(what, || {
+            let events = self.json(&["events", "--json", "--limit", "4096"]);
+            events.as_array()?.iter().find(|e| pred(e)).cloned()
+        })
+    }
+
+    fn wait_for<T>(&self, what: &str, mut poll: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(found) = poll() {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- daemon log ----\n{}\n--------------------", self.log_text());
+        }
+    }
+}
+
+/// A started process that is killed on drop (a failing test must not leave a task stopped).
+pub struct Spawned {
+    pub child: Child,
+}
+
+impl Spawned {
+    pub fn start(mut cmd: Command) -> Self {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Self { child: cmd.spawn().expect("spawn") }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for exit (at most [`PATIENCE`]); returns the status and stdout.
+    pub fn finish(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "process {} did not finish within {PATIENCE:?}", self.pid());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        (status, out)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The state letter of a process (`T` when stopped), or `None` when it is gone.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// The value of a `key=value` line in probe output.
+pub fn probe_value<'a>(output: &'a str, key: &str) -> Option<&'a str> {
+    output.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Describes an exit status as the probe does: `exit:N` or `signal:N`.
+pub fn fate(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit:{code}"),
+        (None, Some(sig)) => format!("signal:{sig}"),
+        _ => "unknown".into(),
+    }
+}
