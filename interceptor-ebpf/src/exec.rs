@@ -39,7 +39,7 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
     }
     let task = current_task();
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(agent_id) = agent_of(task, tgid) else {
+    let Some(agent_id) = agent_of(&ctx, task, tgid) else {
         return 0;
     };
     let Some(binary) = binary_of(bprm) else {
@@ -68,7 +68,7 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     let bprm: *const u8 = ctx.arg(2);
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(agent_id) = agent_of(task, tgid) else {
+    let Some(agent_id) = agent_of(&ctx, task, tgid) else {
         return 0;
     };
     let binary = binary_of(bprm).unwrap_or(InodeKey { dev: 0, ino: 0 });

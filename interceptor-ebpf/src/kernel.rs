@@ -5,7 +5,11 @@
 //! no CO-RE field relocation. Globals are read with `read_volatile` so the compiler cannot
 //! fold them to the zeroes they hold in the object file.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+};
+use aya_log_ebpf::info;
 use interceptor_common::{
     KernelConfig, KernelOffsets, NSEC_PER_CLOCK_TICK, counters, tracked_flags,
 };
@@ -100,7 +104,7 @@ pub fn parent_tgid(task: *const u8) -> Result<u32, i32> {
 /// such a process it checks the ticks and stores the exact value. An entry whose start time
 /// does not match belongs to an earlier process with the same pid: it is removed and counted.
 #[inline(always)]
-pub fn agent_of(task: *const u8, tgid: u32) -> Option<u32> {
+pub fn agent_of<C: EbpfContext>(ctx: &C, task: *const u8, tgid: u32) -> Option<u32> {
     let entry = TRACKED.get_ptr_mut(&tgid)?;
     let start = process_start(task).ok()?;
     // SAFETY: a pointer into a map value, valid for this program run. Two CPUs may confirm
@@ -110,6 +114,7 @@ pub fn agent_of(task: *const u8, tgid: u32) -> Option<u32> {
         if entry.start == start / NSEC_PER_CLOCK_TICK {
             entry.start = start;
             entry.flags &= !tracked_flags::UNCONFIRMED;
+            info!(ctx, "registered agent process {} confirmed (agent {})", tgid, entry.agent_id);
             return Some(entry.agent_id);
         }
     } else if entry.start == start {

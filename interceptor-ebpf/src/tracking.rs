@@ -28,7 +28,7 @@ pub fn tracking_sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     if child_tgid != child_pid {
         return 0;
     }
-    let Some(agent_id) = agent_of(parent, parent_tgid) else {
+    let Some(agent_id) = agent_of(&ctx, parent, parent_tgid) else {
         return 0;
     };
     // The child leads its own group, so its own start_boottime names it.

@@ -26,6 +26,12 @@ fn exec_events_carry_context() {
     // 3000 bytes of argument do not fit the kernel's 2048-byte copy: cut and flagged.
     assert_eq!(event["argv_truncated"], true, "{event}");
     assert!(long.starts_with(argv[4]) && argv[4].len() < long.len());
+
+    // The kernel's own log line (aya-log) reaches the daemon's log through tracing.
+    let pid = event["pid"].as_u64().unwrap();
+    let line = format!("registered agent process {pid} confirmed");
+    let log = daemon.wait_log(&line);
+    assert!(log.contains("interceptor::kernel"), "kernel records carry their target: {log}");
 }
 
 #[test]

@@ -196,6 +196,13 @@ impl Daemon {
         })
     }
 
+    /// Waits until the daemon's log has a line containing `needle`; returns that line.
+    pub fn wait_log(&self, needle: &str) -> String {
+        self.wait_for(&format!("{needle:?} in the daemon log"), || {
+            self.log_text().lines().find(|l| l.contains(needle)).map(str::to_string)
+        })
+    }
+
     fn wait_for<T>(&self, what: &str, mut poll: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + PATIENCE;
         loop {
