@@ -1,0 +1,416 @@
+//! `cargo xtask setup`: make a fresh Debian 12 machine with rustup (stable + nightly) able
+//! to build and test everything. Idempotent: each step checks before it installs.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::Workspace;
+use crate::artifacts::MUSL_TARGET;
+use crate::util::{self, output_checked, probe_output, run_checked};
+
+/// Debian packages: LLVM 22 for bpf-linker (matches rustc's LLVM), QEMU for the VM tier,
+/// a static busybox for the VM's userland, musl-gcc for static builds with C deps,
+/// bpftool for debugging, cpio to pack the initramfs.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "qemu-system-x86",
+    "busybox-static",
+    "musl-tools",
+    "bpftool",
+    "cpio",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// The VM kernel: Debian bookworm-security's 6.12 cloud kernel, which has CONFIG_BPF_LSM=y,
+/// BTF, serial, virtio-pci and virtio-console built in (no modules needed in the initramfs).
+/// bookworm-security drops old ABI versions over time; when this exact package is gone,
+/// setup falls back to the newest `linux-image-6.12.*+deb12-cloud-amd64` still published
+/// (see `VM_KERNEL_FALLBACK_PATTERN`) and says so. Bump this when that happens.
+pub const VM_KERNEL_PACKAGE: &str = "linux-image-6.12.117+deb12-cloud-amd64";
+const VM_KERNEL_FALLBACK_PATTERN: &str = r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64$";
+
+/// Records which kernel the cache holds when it is not `VM_KERNEL_PACKAGE`'s.
+const KERNEL_MARKER: &str = "kernel";
+const BUSYBOX_SOURCE: &str = "/bin/busybox";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// `cargo xtask setup`: one line per step.
+    Report,
+    /// Before other commands: only steps that do something speak.
+    Quiet,
+}
+
+struct Setup<'a> {
+    ws: &'a Workspace,
+    verbosity: Verbosity,
+    apt_updated: Cell<bool>,
+}
+
+pub fn run(ws: &Workspace, verbosity: Verbosity) -> Result<()> {
+    let s = Setup {
+        ws,
+        verbosity,
+        apt_updated: Cell::new(false),
+    };
+    s.step("apt packages", Setup::apt_packages)?;
+    s.step("rust-src (nightly)", Setup::nightly_rust_src)?;
+    s.step(&format!("rust target {MUSL_TARGET}"), Setup::musl_target)?;
+    s.step(
+        &format!("bpf-linker {BPF_LINKER_VERSION}"),
+        Setup::bpf_linker,
+    )?;
+    s.step("VM kernel", Setup::vm_kernel)?;
+    s.step("VM busybox", Setup::vm_busybox)?;
+    if verbosity == Verbosity::Report {
+        println!("setup: done");
+    }
+    Ok(())
+}
+
+/// What a step's check found: nothing to do, or an action to run (described for the log).
+enum Check<'a> {
+    Present(String),
+    Missing(String, Box<dyn FnOnce() -> Result<()> + 'a>),
+}
+
+impl<'a> Setup<'a> {
+    fn step(&self, name: &str, f: impl FnOnce(&Self) -> Result<Check<'_>>) -> Result<()> {
+        let fail = || format!("setup: step `{name}` failed");
+        match f(self).with_context(fail)? {
+            Check::Present(what) => {
+                if self.verbosity == Verbosity::Report {
+                    println!("setup: {name}: already present{what}");
+                }
+            }
+            Check::Missing(what, install) => {
+                println!("setup: {name}: installing {what} ...");
+                let start = std::time::Instant::now();
+                install().with_context(fail)?;
+                println!(
+                    "setup: {name}: installed in {:.1}s",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn apt_update(&self) -> Result<()> {
+        if !self.apt_updated.get() {
+            require_root("apt-get update")?;
+            run_checked(Command::new("apt-get").args(["update", "-q"]))?;
+            self.apt_updated.set(true);
+        }
+        Ok(())
+    }
+
+    fn apt_packages(&self) -> Result<Check<'_>> {
+        if probe_output(Command::new("dpkg-query").arg("--version")).is_none() {
+            bail!("dpkg-query not found: setup supports Debian (12) machines only");
+        }
+        let missing: Vec<&str> = APT_PACKAGES
+            .iter()
+            .copied()
+            .filter(|p| !dpkg_installed(p))
+            .collect();
+        if missing.is_empty() {
+            return Ok(Check::Present(String::new()));
+        }
+        Ok(Check::Missing(
+            missing.join(" "),
+            Box::new(move || {
+                require_root(&format!("apt-get install {}", missing.join(" ")))?;
+                self.apt_update()?;
+                run_checked(
+                    Command::new("apt-get")
+                        // No progress bars in CI logs.
+                        .args([
+                            "install",
+                            "-y",
+                            "-q",
+                            "-o",
+                            "Dpkg::Use-Pty=0",
+                            "--no-install-recommends",
+                        ])
+                        .args(&missing)
+                        .env("DEBIAN_FRONTEND", "noninteractive"),
+                )
+            }),
+        ))
+    }
+
+    fn nightly_rust_src(&self) -> Result<Check<'_>> {
+        // aya-build compiles the eBPF crate with `-Z build-std=core`, which needs rust-src.
+        let installed = output_checked(Command::new("rustup").args([
+            "component",
+            "list",
+            "--toolchain",
+            "nightly",
+            "--installed",
+        ]))
+        .context("is the nightly toolchain installed? (`rustup toolchain list`)")?;
+        if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
+            return Ok(Check::Present(String::new()));
+        }
+        Ok(Check::Missing(
+            "with rustup".into(),
+            Box::new(|| {
+                run_checked(Command::new("rustup").args([
+                    "component",
+                    "add",
+                    "rust-src",
+                    "--toolchain",
+                    "nightly",
+                ]))
+            }),
+        ))
+    }
+
+    fn musl_target(&self) -> Result<Check<'_>> {
+        // Tier 2 and 3 run the same static binaries on the host and in the VM's bare initramfs.
+        let installed =
+            output_checked(Command::new("rustup").args(["target", "list", "--installed"]))?;
+        if installed.lines().any(|l| l.trim() == MUSL_TARGET) {
+            return Ok(Check::Present(String::new()));
+        }
+        Ok(Check::Missing(
+            "with rustup".into(),
+            Box::new(|| run_checked(Command::new("rustup").args(["target", "add", MUSL_TARGET]))),
+        ))
+    }
+
+    fn bpf_linker(&self) -> Result<Check<'_>> {
+        // `cargo install` puts it in $CARGO_HOME/bin; make sure our children (aya-build) see it
+        // even when that is not on PATH.
+        ensure_on_path(&cargo_home().join("bin"));
+        let version = probe_output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+        if version.split_whitespace().any(|w| w == BPF_LINKER_VERSION) {
+            return Ok(Check::Present(String::new()));
+        }
+        let what = if version.is_empty() {
+            "with cargo install (~75 s)".to_string()
+        } else {
+            format!("with cargo install (~75 s), replacing `{}`", version.trim())
+        };
+        Ok(Check::Missing(
+            what,
+            Box::new(|| {
+                if !Path::new(LLVM_PREFIX).join("lib").is_dir() {
+                    bail!("{LLVM_PREFIX} missing: the llvm-22-dev package should provide it");
+                }
+                run_checked(
+                    Command::new("cargo")
+                        .args([
+                            "install",
+                            "bpf-linker",
+                            "--version",
+                            BPF_LINKER_VERSION,
+                            "--locked",
+                            "--force",
+                        ])
+                        .args(["--no-default-features", "--features", "llvm-22"])
+                        // Without it bpf-linker's build looks for LLVM in /usr and fails on -lLLVM.
+                        .env("LLVM_PREFIX", LLVM_PREFIX),
+                )
+            }),
+        ))
+    }
+
+    fn vm_kernel(&self) -> Result<Check<'_>> {
+        if let Ok(path) = vm_kernel_path(self.ws) {
+            return Ok(Check::Present(format!(" ({})", path.display())));
+        }
+        Ok(Check::Missing(
+            format!("{VM_KERNEL_PACKAGE} into {}", self.ws.vm_dir().display()),
+            Box::new(|| self.download_kernel()),
+        ))
+    }
+
+    fn download_kernel(&self) -> Result<()> {
+        let package = self.resolve_kernel_package()?;
+        let vm_dir = self.ws.vm_dir();
+        let dl = vm_dir.join("kernel-download");
+        let _ = std::fs::remove_dir_all(&dl);
+        std::fs::create_dir_all(&dl).with_context(|| format!("creating {}", dl.display()))?;
+        // apt downloads as user _apt when it can write there (else it warns and uses root).
+        let _ = std::fs::set_permissions(&dl, std::os::unix::fs::PermissionsExt::from_mode(0o777));
+        run_checked(
+            Command::new("apt-get")
+                .args(["download", "-q", &package])
+                .current_dir(&dl),
+        )?;
+        let deb = std::fs::read_dir(&dl)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .with_context(|| format!("apt-get download left no .deb in {}", dl.display()))?;
+        let unpacked = dl.join("root");
+        run_checked(Command::new("dpkg").arg("-x").arg(&deb).arg(&unpacked))?;
+        let release = package.strip_prefix("linux-image-").unwrap_or(&package);
+        let name = format!("vmlinuz-{release}");
+        let src = unpacked.join("boot").join(&name);
+        let dst = vm_dir.join(&name);
+        std::fs::copy(&src, &dst)
+            .with_context(|| format!("{} not in {}", src.display(), deb.display()))?;
+        std::fs::write(vm_dir.join(KERNEL_MARKER), format!("{name}\n"))?;
+        let _ = std::fs::remove_dir_all(&dl);
+        println!("setup: VM kernel: {}", dst.display());
+        Ok(())
+    }
+
+    /// The kernel package to download: `VM_KERNEL_PACKAGE`, or the newest 6.12 cloud kernel
+    /// the archive still has.
+    fn resolve_kernel_package(&self) -> Result<String> {
+        if !apt_candidate_exists(VM_KERNEL_PACKAGE) && !self.apt_updated.get() && util::is_root() {
+            // Package lists may be missing (fresh machine) or stale.
+            self.apt_update()?;
+        }
+        if apt_candidate_exists(VM_KERNEL_PACKAGE) {
+            return Ok(VM_KERNEL_PACKAGE.to_string());
+        }
+        let found = output_checked(Command::new("apt-cache").args([
+            "search",
+            "--names-only",
+            VM_KERNEL_FALLBACK_PATTERN,
+        ]))?;
+        let newest = found
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| apt_candidate_exists(name))
+            .max_by_key(|name| kernel_patch_level(name));
+        match newest {
+            Some(name) => {
+                println!(
+                    "setup: VM kernel: {VM_KERNEL_PACKAGE} is no longer published; using {name} (update VM_KERNEL_PACKAGE in xtask/src/setup.rs)"
+                );
+                Ok(name.to_string())
+            }
+            None => bail!(
+                "neither {VM_KERNEL_PACKAGE} nor any linux-image-6.12.*+deb12-cloud-amd64 is available from apt \
+                 (is bookworm-security in /etc/apt/sources.list*? run `apt-get update`)"
+            ),
+        }
+    }
+
+    fn vm_busybox(&self) -> Result<Check<'_>> {
+        let dst = vm_busybox_path(self.ws);
+        if dst.is_file() {
+            return Ok(Check::Present(String::new()));
+        }
+        Ok(Check::Missing(
+            format!("copy of {BUSYBOX_SOURCE}"),
+            Box::new(move || {
+                std::fs::create_dir_all(self.ws.vm_dir())?;
+                std::fs::copy(BUSYBOX_SOURCE, &dst).with_context(|| {
+                    format!(
+                        "copying {BUSYBOX_SOURCE} (from busybox-static) to {}",
+                        dst.display()
+                    )
+                })?;
+                Ok(())
+            }),
+        ))
+    }
+}
+
+/// The cached VM kernel image.
+pub fn vm_kernel_path(ws: &Workspace) -> Result<PathBuf> {
+    let dir = ws.vm_dir();
+    let pinned = dir.join(format!(
+        "vmlinuz-{}",
+        VM_KERNEL_PACKAGE.trim_start_matches("linux-image-")
+    ));
+    if pinned.is_file() {
+        return Ok(pinned);
+    }
+    // A fallback kernel chosen by an earlier setup.
+    let marker = std::fs::read_to_string(dir.join(KERNEL_MARKER)).unwrap_or_default();
+    let recorded = dir.join(marker.trim());
+    if !marker.trim().is_empty() && recorded.is_file() {
+        return Ok(recorded);
+    }
+    bail!(
+        "no VM kernel in {} (run `cargo xtask setup`)",
+        dir.display()
+    )
+}
+
+/// The cached static busybox for the VM.
+pub fn vm_busybox_path(ws: &Workspace) -> PathBuf {
+    ws.vm_dir().join("busybox")
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    // "install ok installed" (or "hold ok installed"); unknown packages make dpkg-query fail.
+    probe_output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|status| status.split_whitespace().nth(2) == Some("installed"))
+}
+
+fn apt_candidate_exists(package: &str) -> bool {
+    probe_output(Command::new("apt-cache").args(["policy", package])).is_some_and(|out| {
+        out.lines()
+            .filter_map(|l| l.trim().strip_prefix("Candidate:"))
+            .any(|c| c.trim() != "(none)")
+    })
+}
+
+/// 117 for "linux-image-6.12.117+deb12-cloud-amd64".
+fn kernel_patch_level(package: &str) -> u32 {
+    package
+        .strip_prefix("linux-image-6.12.")
+        .and_then(|rest| rest.split('+').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn require_root(action: &str) -> Result<()> {
+    if !util::is_root() {
+        bail!(
+            "`{action}` needs root; run `cargo xtask setup` as root (these machines run as root)"
+        );
+    }
+    Ok(())
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        })
+}
+
+fn ensure_on_path(dir: &Path) {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == dir) {
+        return;
+    }
+    let joined = std::env::join_paths(
+        std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path)),
+    )
+    .expect("PATH entries stay joinable");
+    // SAFETY: xtask is single-threaded; no other thread reads the environment concurrently.
+    unsafe { std::env::set_var("PATH", joined) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_level() {
+        assert_eq!(
+            kernel_patch_level("linux-image-6.12.117+deb12-cloud-amd64"),
+            117
+        );
+        assert_eq!(
+            kernel_patch_level("linux-image-6.12.9+deb12-cloud-amd64"),
+            9
+        );
+    }
+}
