@@ -16,10 +16,12 @@
 //!                                           for it and print child=...
 use std::{
     io::Write as _,
-    os::unix::process::{CommandExt as _, ExitStatusExt as _},
-    process::{Command, ExitStatus},
+    os::unix::process::CommandExt as _,
+    process::Command,
     time::{Duration, Instant},
 };
+
+use interceptor_integration::{fate, proc_state};
 
 fn say(line: String) {
     let mut out = std::io::stdout().lock();
@@ -27,19 +29,8 @@ fn say(line: String) {
     let _ = out.flush();
 }
 
-fn fate(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit:{code}"),
-        (None, Some(sig)) => format!("signal:{sig}"),
-        _ => "unknown".into(),
-    }
-}
-
 fn state_of(pid: u32) -> char {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').and_then(|i| s[i + 1..].trim_start().chars().next()))
-        .unwrap_or('?')
+    proc_state(pid).unwrap_or('?')
 }
 
 fn main() {
