@@ -11,8 +11,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use interceptor_common::{
-    ARGV_MAX, EventKind, ExecEvent, ExecRule, FILENAME_MAX, HeldTask, InodeKey, Verdict,
-    counters, exec_flags,
+    ARGV_MAX, EventKind, ExecEvent, ExecRule, FILENAME_MAX, HeldTask, InodeKey, Verdict, counters,
+    exec_flags,
 };
 
 use crate::{
@@ -52,7 +52,16 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
         return 0;
     }
     let flags = exec_flags::DENIED | exec_flags::ARGV_UNAVAILABLE;
-    emit(EventKind::ExecDenied, flags, task, agent_id, bprm, &binary, &rule, false);
+    emit(
+        EventKind::ExecDenied,
+        flags,
+        task,
+        agent_id,
+        bprm,
+        &binary,
+        &rule,
+        false,
+    );
     -EPERM
 }
 
@@ -72,7 +81,10 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let binary = binary_of(bprm).unwrap_or(InodeKey { dev: 0, ino: 0 });
-    let rule = exec_rule(&binary).unwrap_or(ExecRule { verdict: Verdict::Allow as u32, rule_id: 0 });
+    let rule = exec_rule(&binary).unwrap_or(ExecRule {
+        verdict: Verdict::Allow as u32,
+        rule_id: 0,
+    });
 
     let mut flags = 0;
     if rule.verdict == Verdict::Ask as u32 {
@@ -92,7 +104,16 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         flags |= exec_flags::DENIED;
     }
 
-    let delivered = emit(EventKind::Exec, flags, task, agent_id, bprm, &binary, &rule, true);
+    let delivered = emit(
+        EventKind::Exec,
+        flags,
+        task,
+        agent_id,
+        bprm,
+        &binary,
+        &rule,
+        true,
+    );
     if flags & exec_flags::HELD != 0 && !delivered {
         // Nobody would ever answer this hold.
         let _ = HELD.remove(&tgid);
@@ -118,7 +139,10 @@ fn binary_of(bprm: *const u8) -> Option<InodeKey> {
     let ino: u64 = read(inode, off.inode_ino).ok()?;
     let sb: *const u8 = read(inode, off.inode_sb).ok()?;
     let dev: u32 = read(sb, off.sb_dev).ok()?;
-    Some(InodeKey { dev: dev as u64, ino })
+    Some(InodeKey {
+        dev: dev as u64,
+        ino,
+    })
 }
 
 #[inline(always)]
@@ -129,7 +153,10 @@ fn exec_rule(binary: &InodeKey) -> Option<ExecRule> {
 
 /// Writes one event into `EVENTS`; false (and counted) when the ring buffer is full.
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "one call site per hook, all plain values")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per hook, all plain values"
+)]
 fn emit(
     kind: EventKind,
     mut flags: u32,
@@ -202,8 +229,10 @@ unsafe fn read_argv(task: *const u8, dst: *mut u8) -> (u32, bool) {
     let Ok(mm) = read::<*const u8>(task, off.task_mm) else {
         return (0, true);
     };
-    let (Ok(start), Ok(end)) = (read::<u64>(mm, off.mm_arg_start), read::<u64>(mm, off.mm_arg_end))
-    else {
+    let (Ok(start), Ok(end)) = (
+        read::<u64>(mm, off.mm_arg_start),
+        read::<u64>(mm, off.mm_arg_end),
+    ) else {
         return (0, true);
     };
     if end <= start {

@@ -39,7 +39,10 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
 };
 
 #[unsafe(no_mangle)]
-static CONFIG: KernelConfig = KernelConfig { daemon_tgid: 0, _pad: 0 };
+static CONFIG: KernelConfig = KernelConfig {
+    daemon_tgid: 0,
+    _pad: 0,
+};
 
 /// The offsets table; every field access goes through a volatile read of it.
 #[inline(always)]
@@ -114,7 +117,10 @@ pub fn agent_of<C: EbpfContext>(ctx: &C, task: *const u8, tgid: u32) -> Option<u
         if entry.start == start / NSEC_PER_CLOCK_TICK {
             entry.start = start;
             entry.flags &= !tracked_flags::UNCONFIRMED;
-            info!(ctx, "registered agent process {} confirmed (agent {})", tgid, entry.agent_id);
+            info!(
+                ctx,
+                "registered agent process {} confirmed (agent {})", tgid, entry.agent_id
+            );
             return Some(entry.agent_id);
         }
     } else if entry.start == start {

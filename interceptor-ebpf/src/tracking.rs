@@ -35,10 +35,17 @@ pub fn tracking_sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let Ok(start) = read::<u64>(child, offsets().task_start_boottime) else {
         return 0;
     };
-    let entry = TrackedTask { start, agent_id, flags: 0 };
+    let entry = TrackedTask {
+        start,
+        agent_id,
+        flags: 0,
+    };
     if TRACKED.insert(&child_tgid, &entry, 0).is_err() {
         count(counters::TRACK_FAILED);
-        warn!(&ctx, "TRACKED is full: child {} of agent {} is untracked", child_tgid, agent_id);
+        warn!(
+            &ctx,
+            "TRACKED is full: child {} of agent {} is untracked", child_tgid, agent_id
+        );
     }
     0
 }

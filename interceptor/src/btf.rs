@@ -19,7 +19,10 @@ const BTF_MAGIC: u16 = 0xeb9f;
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("BTF is malformed: {0}")]
     Malformed(String),
     #[error("BTF has no struct {0}")]
@@ -29,7 +32,12 @@ pub enum BtfError {
     #[error("BTF field {strukt}.{field} is a bitfield; the programs need a byte offset")]
     Bitfield { strukt: String, field: String },
     #[error("BTF field {strukt}.{field} has {found} bytes; the programs read {expected}")]
-    Size { strukt: String, field: String, found: u32, expected: u32 },
+    Size {
+        strukt: String,
+        field: String,
+        found: u32,
+        expected: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -45,10 +53,18 @@ enum Type {
     /// Integers, floats and enums: just a size.
     Sized(u32),
     Ptr,
-    Array { elem: u32, len: u32 },
-    Composite { size: u32, members: Vec<Member> },
+    Array {
+        elem: u32,
+        len: u32,
+    },
+    Composite {
+        size: u32,
+        members: Vec<Member>,
+    },
     /// typedef, const, volatile, restrict, type tags: look through to `next`.
-    Alias { next: u32 },
+    Alias {
+        next: u32,
+    },
     /// Everything the field lookup never needs (functions, vars, forward declarations).
     Other,
 }
@@ -68,8 +84,10 @@ impl Btf {
 
     /// Reads BTF from a file.
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path)
-            .map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
+        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&data)
     }
 
@@ -102,8 +120,13 @@ impl Btf {
         let types = section(type_off, type_len, "type section out of bounds")?;
         let strings = section(str_off, str_len, "string section out of bounds")?;
         let string = |off: u32| -> Result<String, BtfError> {
-            let tail = strings.get(off as usize..).ok_or_else(|| bad("string offset out of bounds"))?;
-            let end = tail.iter().position(|&b| b == 0).ok_or_else(|| bad("unterminated string"))?;
+            let tail = strings
+                .get(off as usize..)
+                .ok_or_else(|| bad("string offset out of bounds"))?;
+            let end = tail
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or_else(|| bad("unterminated string"))?;
             Ok(String::from_utf8_lossy(&tail[..end]).into_owned())
         };
 
@@ -136,15 +159,29 @@ impl Btf {
                         let name = string(reader.u32()?)?;
                         let type_id = reader.u32()?;
                         let offset = reader.u32()?;
-                        let (bit_offset, bitfield_size) =
-                            if kind_flag { (offset & 0xff_ffff, offset >> 24) } else { (offset, 0) };
-                        members.push(Member { name, type_id, bit_offset, bitfield_size });
+                        let (bit_offset, bitfield_size) = if kind_flag {
+                            (offset & 0xff_ffff, offset >> 24)
+                        } else {
+                            (offset, 0)
+                        };
+                        members.push(Member {
+                            name,
+                            type_id,
+                            bit_offset,
+                            bitfield_size,
+                        });
                     }
                     let name = string(name_off)?;
                     if kind == 4 && !name.is_empty() {
-                        structs_by_name.entry(name).or_default().push(parsed.len() as u32);
+                        structs_by_name
+                            .entry(name)
+                            .or_default()
+                            .push(parsed.len() as u32);
                     }
-                    Type::Composite { size: size_or_type, members }
+                    Type::Composite {
+                        size: size_or_type,
+                        members,
+                    }
                 }
                 6 => {
                     reader.skip(8 * vlen as usize)?;
@@ -173,28 +210,45 @@ impl Btf {
             };
             parsed.push(ty);
         }
-        Ok(Self { types: parsed, structs_by_name })
+        Ok(Self {
+            types: parsed,
+            structs_by_name,
+        })
     }
 
     /// Byte offset and size of `strukt.field`, searching anonymous members.
     pub fn field(&self, strukt: &str, field: &str) -> Result<(u32, u32), BtfError> {
-        let ids = self.structs_by_name.get(strukt).ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
+        let ids = self
+            .structs_by_name
+            .get(strukt)
+            .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
         for &id in ids {
             if let Some((bits, bitfield, type_id)) = self.find_member(id, field, 0) {
                 if bitfield != 0 || bits % 8 != 0 {
-                    return Err(BtfError::Bitfield { strukt: strukt.into(), field: field.into() });
+                    return Err(BtfError::Bitfield {
+                        strukt: strukt.into(),
+                        field: field.into(),
+                    });
                 }
                 return Ok((bits / 8, self.size_of(type_id)));
             }
         }
-        Err(BtfError::NoField { strukt: strukt.into(), field: field.into() })
+        Err(BtfError::NoField {
+            strukt: strukt.into(),
+            field: field.into(),
+        })
     }
 
     /// Like [`Btf::field`], and checks the field has `expected` bytes.
     pub fn field_sized(&self, strukt: &str, field: &str, expected: u32) -> Result<u32, BtfError> {
         let (offset, found) = self.field(strukt, field)?;
         if found != expected {
-            return Err(BtfError::Size { strukt: strukt.into(), field: field.into(), found, expected });
+            return Err(BtfError::Size {
+                strukt: strukt.into(),
+                field: field.into(),
+                found,
+                expected,
+            });
         }
         Ok(offset)
     }
@@ -304,7 +358,11 @@ mod tests {
 
     impl Builder {
         fn new() -> Self {
-            Self { types: Vec::new(), strings: vec![0], next_id: 1 }
+            Self {
+                types: Vec::new(),
+                strings: vec![0],
+                next_id: 1,
+            }
         }
         fn str(&mut self, s: &str) -> u32 {
             if s.is_empty() {
@@ -334,13 +392,31 @@ mod tests {
             self.push(&[n, 8 << 24, to])
         }
         /// members: (name, type, bit offset, bitfield size)
-        fn composite(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) -> u32 {
+        fn composite(
+            &mut self,
+            kind: u32,
+            name: &str,
+            size: u32,
+            members: &[(&str, u32, u32, u32)],
+        ) -> u32 {
             let n = self.str(name);
             let kind_flag = members.iter().any(|m| m.3 != 0) as u32;
-            let mut words = vec![n, (kind_flag << 31) | (kind << 24) | members.len() as u32, size];
+            let mut words = vec![
+                n,
+                (kind_flag << 31) | (kind << 24) | members.len() as u32,
+                size,
+            ];
             for &(name, ty, bits, bitfield) in members {
                 let mn = self.str(name);
-                words.extend([mn, ty, if kind_flag == 1 { (bitfield << 24) | bits } else { bits }]);
+                words.extend([
+                    mn,
+                    ty,
+                    if kind_flag == 1 {
+                        (bitfield << 24) | bits
+                    } else {
+                        bits
+                    },
+                ]);
             }
             self.push(&words)
         }
@@ -348,7 +424,13 @@ mod tests {
             let mut out = Vec::new();
             out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
             out.extend_from_slice(&[1, 0]);
-            for w in [24u32, 0, self.types.len() as u32, self.types.len() as u32, self.strings.len() as u32] {
+            for w in [
+                24u32,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ] {
                 out.extend_from_slice(&w.to_le_bytes());
             }
             out.extend_from_slice(&self.types);
@@ -363,10 +445,29 @@ mod tests {
         let int = b.int("int", 4);
         let ulong = b.int("long unsigned int", 8);
         let pid_t = b.typedef("pid_t", int);
-        let inner = b.composite(4, "", 16, &[("arg_start", ulong, 0, 0), ("arg_end", ulong, 64, 0)]);
-        let mm = b.composite(4, "mm_struct", 48, &[("count", int, 0, 0), ("", inner, 128, 0)]);
+        let inner = b.composite(
+            4,
+            "",
+            16,
+            &[("arg_start", ulong, 0, 0), ("arg_end", ulong, 64, 0)],
+        );
+        let mm = b.composite(
+            4,
+            "mm_struct",
+            48,
+            &[("count", int, 0, 0), ("", inner, 128, 0)],
+        );
         let mm_ptr = b.ptr(mm);
-        b.composite(4, "task_struct", 32, &[("pid", pid_t, 32, 0), ("mm", mm_ptr, 64, 0), ("flags", int, 130, 3)]);
+        b.composite(
+            4,
+            "task_struct",
+            32,
+            &[
+                ("pid", pid_t, 32, 0),
+                ("mm", mm_ptr, 64, 0),
+                ("flags", int, 130, 3),
+            ],
+        );
         let btf = Btf::parse(&b.build()).expect("parse");
 
         assert_eq!(btf.field("task_struct", "pid").unwrap(), (4, 4));
@@ -379,22 +480,46 @@ mod tests {
     fn rejects_missing_fields_bitfields_and_wrong_sizes() {
         let mut b = Builder::new();
         let int = b.int("int", 4);
-        b.composite(4, "task_struct", 16, &[("pid", int, 0, 0), ("flags", int, 33, 3)]);
+        b.composite(
+            4,
+            "task_struct",
+            16,
+            &[("pid", int, 0, 0), ("flags", int, 33, 3)],
+        );
         let btf = Btf::parse(&b.build()).expect("parse");
 
-        assert!(matches!(btf.field("task_struct", "tgid"), Err(BtfError::NoField { .. })));
-        assert!(matches!(btf.field("cred", "uid"), Err(BtfError::NoStruct(_))));
-        assert!(matches!(btf.field("task_struct", "flags"), Err(BtfError::Bitfield { .. })));
+        assert!(matches!(
+            btf.field("task_struct", "tgid"),
+            Err(BtfError::NoField { .. })
+        ));
+        assert!(matches!(
+            btf.field("cred", "uid"),
+            Err(BtfError::NoStruct(_))
+        ));
+        assert!(matches!(
+            btf.field("task_struct", "flags"),
+            Err(BtfError::Bitfield { .. })
+        ));
         assert!(matches!(
             btf.field_sized("task_struct", "pid", 8),
-            Err(BtfError::Size { found: 4, expected: 8, .. })
+            Err(BtfError::Size {
+                found: 4,
+                expected: 8,
+                ..
+            })
         ));
     }
 
     #[test]
     fn rejects_malformed_input() {
-        assert!(matches!(Btf::parse(&[0x9f, 0xeb, 1, 0]), Err(BtfError::Malformed(_))));
-        assert!(matches!(Btf::parse(b"not btf at all, definitely not"), Err(BtfError::Malformed(_))));
+        assert!(matches!(
+            Btf::parse(&[0x9f, 0xeb, 1, 0]),
+            Err(BtfError::Malformed(_))
+        ));
+        assert!(matches!(
+            Btf::parse(b"not btf at all, definitely not"),
+            Err(BtfError::Malformed(_))
+        ));
         let mut blob = Builder::new();
         blob.int("int", 4);
         let mut bytes = blob.build();
@@ -408,7 +533,9 @@ mod tests {
     #[test]
     fn resolves_offsets_on_this_kernel() {
         let btf = Btf::from_sys_fs().expect("this kernel publishes BTF at /sys/kernel/btf/vmlinux");
-        let off = btf.kernel_offsets().expect("every field the programs read exists");
+        let off = btf
+            .kernel_offsets()
+            .expect("every field the programs read exists");
         assert!(off.task_tgid > 0 && off.task_tgid != off.task_pid);
         assert!(off.mm_arg_end == off.mm_arg_start + 8, "{off:?}");
     }

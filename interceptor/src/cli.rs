@@ -104,7 +104,12 @@ pub struct RunArgs {
     pub agent: String,
 
     /// The command to run as the agent.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
 }
 
@@ -146,7 +151,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command_::Daemon(args) => run_daemon(cli.socket, args),
         Command_::Run(args) => run_agent(&cli.socket, args),
         Command_::Approvals(ApprovalsCommand::List { json }) => {
-            let Response::Approvals { requests } = call(&cli.socket, &Request::ListApprovals)? else {
+            let Response::Approvals { requests } = call(&cli.socket, &Request::ListApprovals)?
+            else {
                 bail!("the daemon answered a list request with something else");
             };
             if json {
@@ -156,18 +162,38 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command_::Approvals(ApprovalsCommand::Approve { id, json }) => decide(&cli.socket, Request::Approve { id }, json),
-        Command_::Approvals(ApprovalsCommand::Deny { id, json }) => decide(&cli.socket, Request::Deny { id }, json),
+        Command_::Approvals(ApprovalsCommand::Approve { id, json }) => {
+            decide(&cli.socket, Request::Approve { id }, json)
+        }
+        Command_::Approvals(ApprovalsCommand::Deny { id, json }) => {
+            decide(&cli.socket, Request::Deny { id }, json)
+        }
         Command_::Events { limit, json } => {
-            let Response::Events { events } = call(&cli.socket, &Request::Events { limit: Some(limit) })? else {
+            let Response::Events { events } =
+                call(&cli.socket, &Request::Events { limit: Some(limit) })?
+            else {
                 bail!("the daemon answered an events request with something else");
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&events)?);
             } else {
                 for e in &events {
-                    let outcome = if e.denied { "DENIED" } else if e.held { "HELD" } else { "ran" };
-                    println!("{:>6} {:<8} pid {:<7} agent {:<12} {} {}", e.seq, outcome, e.pid, e.agent, e.filename, shell_words(&e.argv));
+                    let outcome = if e.denied {
+                        "DENIED"
+                    } else if e.held {
+                        "HELD"
+                    } else {
+                        "ran"
+                    };
+                    println!(
+                        "{:>6} {:<8} pid {:<7} agent {:<12} {} {}",
+                        e.seq,
+                        outcome,
+                        e.pid,
+                        e.agent,
+                        e.filename,
+                        shell_words(&e.argv)
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -208,7 +234,10 @@ fn decide(socket: &Path, request: Request, json: bool) -> anyhow::Result<ExitCod
         bail!("the daemon answered a decision with something else");
     };
     if json {
-        println!("{}", serde_json::json!({ "id": id, "decision": decision, "pid": pid }));
+        println!(
+            "{}",
+            serde_json::json!({ "id": id, "decision": decision, "pid": pid })
+        );
     } else {
         let what = match decision {
             Decision::Approved => "approved: the process runs",
@@ -222,10 +251,14 @@ fn decide(socket: &Path, request: Request, json: bool) -> anyhow::Result<ExitCod
 fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let (mut policy, policy_origin) = match &args.policy {
         Some(path) => (Policy::load(path)?, path.display().to_string()),
-        None if Path::new(DEFAULT_POLICY_PATH).exists() => {
-            (Policy::load(Path::new(DEFAULT_POLICY_PATH))?, DEFAULT_POLICY_PATH.to_string())
-        }
-        None => (Policy::parse(DEFAULT_POLICY, "built-in default policy")?, "built-in default policy".into()),
+        None if Path::new(DEFAULT_POLICY_PATH).exists() => (
+            Policy::load(Path::new(DEFAULT_POLICY_PATH))?,
+            DEFAULT_POLICY_PATH.to_string(),
+        ),
+        None => (
+            Policy::parse(DEFAULT_POLICY, "built-in default policy")?,
+            "built-in default policy".into(),
+        ),
     };
     for path in &args.deny_exec {
         policy.add_cli_rule(Action::Deny, path);
@@ -237,12 +270,22 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(daemon::run(DaemonOptions { socket, policy, policy_origin, backend: args.backend }))?;
+    runtime.block_on(daemon::run(DaemonOptions {
+        socket,
+        policy,
+        policy_origin,
+        backend: args.backend,
+    }))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_agent(socket: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let response = match control::call(socket, &Request::Register { agent: args.agent.clone() }) {
+    let response = match control::call(
+        socket,
+        &Request::Register {
+            agent: args.agent.clone(),
+        },
+    ) {
         Ok(response) => response,
         Err(e @ ClientError::NotRunning { .. }) => {
             bail!("{e}; refusing to run the agent unprotected (start it with `interceptor daemon`)")
@@ -263,11 +306,24 @@ fn print_pending(requests: &[PendingView]) {
         println!("no pending approvals");
         return;
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    println!("{:>4}  {:<7} {:<12} {:>8}  {:<16} COMMAND", "ID", "PID", "AGENT", "WAITING", "RULE");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    println!(
+        "{:>4}  {:<7} {:<12} {:>8}  {:<16} COMMAND",
+        "ID", "PID", "AGENT", "WAITING", "RULE"
+    );
     for r in requests {
         let waiting = now.saturating_sub(r.held_at_ms) / 1000;
-        println!("{:>4}  {:<7} {:<12} {:>7}s  {:<16} {}", r.id, r.pid, r.agent, waiting, r.rule, shell_words(&r.argv));
+        println!(
+            "{:>4}  {:<7} {:<12} {:>7}s  {:<16} {}",
+            r.id,
+            r.pid,
+            r.agent,
+            waiting,
+            r.rule,
+            shell_words(&r.argv)
+        );
         if let Some(reason) = &r.reason {
             println!("      reason: {reason}");
         }
@@ -279,7 +335,10 @@ fn print_pending(requests: &[PendingView]) {
 fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
-            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', r"'\''"))
@@ -301,12 +360,30 @@ mod tests {
 
     #[test]
     fn run_keeps_the_agent_command_whole() {
-        let cli = Cli::try_parse_from(["interceptor", "run", "--agent", "bot", "--", "ls", "-la", "--color"]).unwrap();
-        let Command_::Run(args) = cli.command else { panic!("not run") };
+        let cli = Cli::try_parse_from([
+            "interceptor",
+            "run",
+            "--agent",
+            "bot",
+            "--",
+            "ls",
+            "-la",
+            "--color",
+        ])
+        .unwrap();
+        let Command_::Run(args) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(args.agent, "bot");
         assert_eq!(args.command, ["ls", "-la", "--color"]);
-        assert!(Cli::try_parse_from(["interceptor", "run"]).is_err(), "a command is required");
-        assert!(Cli::try_parse_from(["interceptor", "approvals", "approve", "x"]).is_err(), "ids are numbers");
+        assert!(
+            Cli::try_parse_from(["interceptor", "run"]).is_err(),
+            "a command is required"
+        );
+        assert!(
+            Cli::try_parse_from(["interceptor", "approvals", "approve", "x"]).is_err(),
+            "ids are numbers"
+        );
     }
 
     #[test]

@@ -39,12 +39,26 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Registered { agent: String, agent_id: u32, pid: u32 },
+    Registered {
+        agent: String,
+        agent_id: u32,
+        pid: u32,
+    },
     Status(Status),
-    Approvals { requests: Vec<PendingView> },
-    Decided { id: u64, decision: Decision, pid: u32 },
-    Events { events: Vec<ExecRecord> },
-    Error { message: String },
+    Approvals {
+        requests: Vec<PendingView>,
+    },
+    Decided {
+        id: u64,
+        decision: Decision,
+        pid: u32,
+    },
+    Events {
+        events: Vec<ExecRecord>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// What a reviewer decided.
@@ -132,9 +146,15 @@ pub struct ExecRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("the interceptor daemon is not running (nothing listens on {socket}: {source})")]
-    NotRunning { socket: PathBuf, source: std::io::Error },
+    NotRunning {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
     #[error("talking to the daemon on {socket}: {source}")]
-    Io { socket: PathBuf, source: std::io::Error },
+    Io {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the daemon sent an unreadable answer: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -144,19 +164,31 @@ pub enum ClientError {
 /// Sends one request and waits for its answer. A `Response::Error` becomes
 /// `ClientError::Refused`.
 pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
-    let io = |source| ClientError::Io { socket: socket.into(), source };
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|source| ClientError::NotRunning { socket: socket.into(), source })?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
-    let mut line = serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let io = |source| ClientError::Io {
+        socket: socket.into(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::NotRunning {
+        socket: socket.into(),
+        source,
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
+    let mut line =
+        serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io)?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).map_err(io)?;
     if answer.is_empty() {
-        return Err(ClientError::Protocol("the daemon closed the connection without answering".into()));
+        return Err(ClientError::Protocol(
+            "the daemon closed the connection without answering".into(),
+        ));
     }
-    match serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("{e}: {answer:?}")))? {
+    match serde_json::from_str(&answer)
+        .map_err(|e| ClientError::Protocol(format!("{e}: {answer:?}")))?
+    {
         Response::Error { message } => Err(ClientError::Refused(message)),
         response => Ok(response),
     }
@@ -174,7 +206,9 @@ mod tests {
     #[test]
     fn requests_round_trip_and_unknown_input_is_rejected() {
         for request in [
-            Request::Register { agent: "copilot".into() },
+            Request::Register {
+                agent: "copilot".into(),
+            },
             Request::Status,
             Request::ListApprovals,
             Request::Approve { id: 7 },
@@ -184,11 +218,30 @@ mod tests {
             let line = serde_json::to_string(&request).unwrap();
             assert_eq!(parse_request(&line).unwrap(), request);
         }
-        assert_eq!(parse_request(r#"{"op":"approve","id":3}"#).unwrap(), Request::Approve { id: 3 });
-        assert!(parse_request(r#"{"op":"approve","id":3,"as":"root"}"#).unwrap_err().contains("unknown field"));
-        assert!(parse_request(r#"{"op":"approve"}"#).unwrap_err().contains("missing field"));
-        assert!(parse_request(r#"{"op":"self_approve","id":1}"#).unwrap_err().contains("unknown variant"));
-        assert!(parse_request("not json").unwrap_err().starts_with("bad request"));
+        assert_eq!(
+            parse_request(r#"{"op":"approve","id":3}"#).unwrap(),
+            Request::Approve { id: 3 }
+        );
+        assert!(
+            parse_request(r#"{"op":"approve","id":3,"as":"root"}"#)
+                .unwrap_err()
+                .contains("unknown field")
+        );
+        assert!(
+            parse_request(r#"{"op":"approve"}"#)
+                .unwrap_err()
+                .contains("missing field")
+        );
+        assert!(
+            parse_request(r#"{"op":"self_approve","id":1}"#)
+                .unwrap_err()
+                .contains("unknown variant")
+        );
+        assert!(
+            parse_request("not json")
+                .unwrap_err()
+                .starts_with("bad request")
+        );
     }
 
     #[test]

@@ -59,7 +59,11 @@ impl Backend {
                 "NOT guaranteed: another process may resume a held task with SIGCONT (no task_kill guard)",
             ],
         };
-        common.iter().chain(specific).map(|s| s.to_string()).collect()
+        common
+            .iter()
+            .chain(specific)
+            .map(|s| s.to_string())
+            .collect()
     }
 }
 
@@ -79,7 +83,10 @@ pub enum LoadError {
     #[error("loading the eBPF object: {0}")]
     Object(#[from] aya::EbpfError),
     #[error("program {program}: {source}")]
-    Program { program: String, source: aya::programs::ProgramError },
+    Program {
+        program: String,
+        source: aya::programs::ProgramError,
+    },
     #[error("the object has no program {0}")]
     MissingProgram(String),
     #[error(
@@ -97,13 +104,19 @@ pub struct Loaded {
 
 /// The hook a program attaches to: its name without the `<family>_` prefix.
 pub fn hook_of(program: &str) -> Option<&str> {
-    program.split_once('_').map(|(_, hook)| hook).filter(|hook| !hook.is_empty())
+    program
+        .split_once('_')
+        .map(|(_, hook)| hook)
+        .filter(|hook| !hook.is_empty())
 }
 
 /// Loads the programs with offsets from this kernel's BTF and attaches the chosen backend.
 pub fn load(choice: BackendChoice, daemon_tgid: u32) -> Result<Loaded, LoadError> {
     let offsets: KernelOffsets = Btf::from_sys_fs()?.kernel_offsets()?;
-    let config = KernelConfig { daemon_tgid, _pad: 0 };
+    let config = KernelConfig {
+        daemon_tgid,
+        _pad: 0,
+    };
     let kernel_btf = aya::Btf::from_sys_fs()?;
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&kernel_btf))
@@ -115,25 +128,35 @@ pub fn load(choice: BackendChoice, daemon_tgid: u32) -> Result<Loaded, LoadError
         .programs()
         .map(|(name, program)| (name.to_string(), matches!(program, Program::Lsm(_))))
         .collect();
-    let lsm_names: Vec<&str> = names.iter().filter(|(_, lsm)| *lsm).map(|(n, _)| n.as_str()).collect();
-    let tp_names: Vec<&str> = names.iter().filter(|(_, lsm)| !*lsm).map(|(n, _)| n.as_str()).collect();
+    let lsm_names: Vec<&str> = names
+        .iter()
+        .filter(|(_, lsm)| *lsm)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let tp_names: Vec<&str> = names
+        .iter()
+        .filter(|(_, lsm)| !*lsm)
+        .map(|(n, _)| n.as_str())
+        .collect();
 
     let backend = match choice {
         BackendChoice::Tracepoint => Backend::Tracepoint,
-        BackendChoice::Lsm | BackendChoice::Auto => match attach_lsm(&mut ebpf, &kernel_btf, &lsm_names) {
-            Ok(()) => Backend::Lsm,
-            Err(reason) if choice == BackendChoice::Auto => {
-                warn!(%reason, "BPF LSM programs cannot be loaded on this kernel; using the degraded tracepoint backend");
-                for name in &lsm_names {
-                    if let Some(Program::Lsm(program)) = ebpf.program_mut(name) {
-                        // Unloading a never-loaded program is a no-op error; nothing to undo.
-                        let _ = program.unload();
+        BackendChoice::Lsm | BackendChoice::Auto => {
+            match attach_lsm(&mut ebpf, &kernel_btf, &lsm_names) {
+                Ok(()) => Backend::Lsm,
+                Err(reason) if choice == BackendChoice::Auto => {
+                    warn!(%reason, "BPF LSM programs cannot be loaded on this kernel; using the degraded tracepoint backend");
+                    for name in &lsm_names {
+                        if let Some(Program::Lsm(program)) = ebpf.program_mut(name) {
+                            // Unloading a never-loaded program is a no-op error; nothing to undo.
+                            let _ = program.unload();
+                        }
                     }
+                    Backend::Tracepoint
                 }
-                Backend::Tracepoint
+                Err(reason) => return Err(LoadError::LsmUnavailable(reason)),
             }
-            Err(reason) => return Err(LoadError::LsmUnavailable(reason)),
-        },
+        }
     };
 
     for name in tp_names {
@@ -141,7 +164,10 @@ pub fn load(choice: BackendChoice, daemon_tgid: u32) -> Result<Loaded, LoadError
         let Some(Program::BtfTracePoint(program)) = ebpf.program_mut(name) else {
             return Err(LoadError::MissingProgram(name.into()));
         };
-        let err = |source| LoadError::Program { program: name.into(), source };
+        let err = |source| LoadError::Program {
+            program: name.into(),
+            source,
+        };
         program.load(hook, &kernel_btf).map_err(err)?;
         program.attach().map_err(err)?;
         info!(program = name, hook, "attached tracepoint");
@@ -155,12 +181,17 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, names: &[&str]) -> Result<(), Str
         return Err("the object has no LSM programs".into());
     }
     for name in names {
-        let hook = hook_of(name).ok_or_else(|| format!("program {name} is not named <family>_<hook>"))?;
+        let hook =
+            hook_of(name).ok_or_else(|| format!("program {name} is not named <family>_<hook>"))?;
         let Some(Program::Lsm(program)) = ebpf.program_mut(name) else {
             return Err(format!("program {name} vanished"));
         };
-        program.load(hook, btf).map_err(|e| format!("loading {name}: {}", error_chain(&e)))?;
-        program.attach().map_err(|e| format!("attaching {name}: {}", error_chain(&e)))?;
+        program
+            .load(hook, btf)
+            .map_err(|e| format!("loading {name}: {}", error_chain(&e)))?;
+        program
+            .attach()
+            .map_err(|e| format!("attaching {name}: {}", error_chain(&e)))?;
         info!(program = name, hook, "attached LSM hook");
     }
     Ok(())
@@ -205,8 +236,14 @@ mod tests {
 
     #[test]
     fn hooks_come_from_program_names() {
-        assert_eq!(hook_of("exec_bprm_check_security"), Some("bprm_check_security"));
-        assert_eq!(hook_of("tracking_sched_process_fork"), Some("sched_process_fork"));
+        assert_eq!(
+            hook_of("exec_bprm_check_security"),
+            Some("bprm_check_security")
+        );
+        assert_eq!(
+            hook_of("tracking_sched_process_fork"),
+            Some("sched_process_fork")
+        );
         assert_eq!(hook_of("signal_task_kill"), Some("task_kill"));
         assert_eq!(hook_of("nohook"), None);
         assert_eq!(hook_of("family_"), None);

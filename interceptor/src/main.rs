@@ -7,9 +7,16 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs its work; the client commands only log problems.
-    let default_level = if matches!(cli.command, Command_::Daemon(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command_::Daemon(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("INTERCEPTOR_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)))
+        .with_env_filter(
+            EnvFilter::try_from_env("INTERCEPTOR_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();

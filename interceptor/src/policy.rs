@@ -18,9 +18,17 @@ pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("reading policy {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: String, line: usize, column: usize, message: String },
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -86,11 +94,22 @@ impl Policy {
                 .span()
                 .map(|span| line_col(text, span.start))
                 .unwrap_or((1, 1));
-            PolicyError::Parse { path: origin.into(), line, column, message: e.message().to_string() }
+            PolicyError::Parse {
+                path: origin.into(),
+                line,
+                column,
+                message: e.message().to_string(),
+            }
         })?;
-        let invalid = |message: String| PolicyError::Invalid { path: origin.into(), message };
+        let invalid = |message: String| PolicyError::Invalid {
+            path: origin.into(),
+            message,
+        };
         if policy.version != 1 {
-            return Err(invalid(format!("unsupported version {} (this build reads version 1)", policy.version)));
+            return Err(invalid(format!(
+                "unsupported version {} (this build reads version 1)",
+                policy.version
+            )));
         }
         let mut names = std::collections::HashSet::new();
         for rule in &policy.rules {
@@ -101,7 +120,10 @@ impl Policy {
                 return Err(invalid(format!("rule name {:?} is used twice", rule.name)));
             }
             if !rule.binary.starts_with('/') {
-                return Err(invalid(format!("rule {:?}: binary {:?} is not an absolute path", rule.name, rule.binary)));
+                return Err(invalid(format!(
+                    "rule {:?}: binary {:?} is not an absolute path",
+                    rule.name, rule.binary
+                )));
             }
         }
         Ok(policy)
@@ -109,8 +131,10 @@ impl Policy {
 
     /// Reads and parses a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -139,15 +163,24 @@ impl Policy {
         for (index, rule) in self.rules.iter().enumerate() {
             match std::fs::metadata(&rule.binary) {
                 Ok(meta) => {
-                    let key = InodeKey { dev: kernel_dev(meta.dev()), ino: meta.ino() };
+                    let key = InodeKey {
+                        dev: kernel_dev(meta.dev()),
+                        ino: meta.ino(),
+                    };
                     let rule_id = index as u32 + 1;
                     match exec.iter_mut().find(|r| r.key == key) {
-                        Some(existing) if restrictiveness(rule.action) > restrictiveness(existing.action) => {
+                        Some(existing)
+                            if restrictiveness(rule.action) > restrictiveness(existing.action) =>
+                        {
                             existing.action = rule.action;
                             existing.rule_id = rule_id;
                         }
                         Some(_) => {}
-                        None => exec.push(CompiledExecRule { key, action: rule.action, rule_id }),
+                        None => exec.push(CompiledExecRule {
+                            key,
+                            action: rule.action,
+                            rule_id,
+                        }),
                     }
                 }
                 Err(e) => unresolved.push((rule.name.clone(), format!("{}: {e}", rule.binary))),
@@ -158,7 +191,9 @@ impl Policy {
 
     /// The rule with the 1-based id the kernel reports.
     pub fn rule(&self, rule_id: u32) -> Option<&Rule> {
-        rule_id.checked_sub(1).and_then(|i| self.rules.get(i as usize))
+        rule_id
+            .checked_sub(1)
+            .and_then(|i| self.rules.get(i as usize))
     }
 }
 
@@ -210,7 +245,8 @@ mod tests {
 
     #[test]
     fn shipped_default_policy_parses() {
-        let policy = Policy::parse(DEFAULT_POLICY, "policies/default.toml").expect("default policy is valid");
+        let policy = Policy::parse(DEFAULT_POLICY, "policies/default.toml")
+            .expect("default policy is valid");
         assert!(!policy.rules.is_empty());
     }
 
@@ -218,7 +254,15 @@ mod tests {
     fn unknown_field_is_rejected_with_its_position() {
         let text = "version = 1\n\n[[rule]]\nname = \"x\"\noperation = \"exec\"\nbinary = \"/bin/true\"\naction = \"deny\"\nseverity = \"high\"\n";
         let err = Policy::parse(text, "p.toml").unwrap_err();
-        let PolicyError::Parse { path, line, message, .. } = &err else { panic!("{err}") };
+        let PolicyError::Parse {
+            path,
+            line,
+            message,
+            ..
+        } = &err
+        else {
+            panic!("{err}")
+        };
         assert_eq!(path, "p.toml");
         assert_eq!(*line, 8, "the error points at the unknown field: {err}");
         assert!(message.contains("severity"), "{err}");
@@ -226,7 +270,8 @@ mod tests {
 
     #[test]
     fn unknown_action_and_bad_values_are_rejected() {
-        let base = "version = 1\n[[rule]]\nname = \"x\"\noperation = \"exec\"\nbinary = \"/bin/true\"\n";
+        let base =
+            "version = 1\n[[rule]]\nname = \"x\"\noperation = \"exec\"\nbinary = \"/bin/true\"\n";
         let err = Policy::parse(&format!("{base}action = \"maybe\"\n"), "p.toml").unwrap_err();
         assert!(matches!(&err, PolicyError::Parse { line: 6, .. }), "{err}");
         assert!(err.to_string().contains("maybe"), "{err}");
@@ -235,13 +280,26 @@ mod tests {
         assert!(err.to_string().contains("unsupported version 2"), "{err}");
 
         let rel = "version = 1\n[[rule]]\nname = \"x\"\noperation = \"exec\"\nbinary = \"true\"\naction = \"deny\"\n";
-        assert!(Policy::parse(rel, "p.toml").unwrap_err().to_string().contains("not an absolute path"));
+        assert!(
+            Policy::parse(rel, "p.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("not an absolute path")
+        );
 
         let dup = format!("{base}action = \"deny\"\n{}", &base[12..]) + "action = \"ask\"\n";
-        assert!(Policy::parse(&dup, "p.toml").unwrap_err().to_string().contains("used twice"));
+        assert!(
+            Policy::parse(&dup, "p.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("used twice")
+        );
 
         let op = "version = 1\n[[rule]]\nname = \"x\"\noperation = \"open\"\nbinary = \"/bin/true\"\naction = \"deny\"\n";
-        assert!(matches!(Policy::parse(op, "p.toml").unwrap_err(), PolicyError::Parse { line: 4, .. }));
+        assert!(matches!(
+            Policy::parse(op, "p.toml").unwrap_err(),
+            PolicyError::Parse { line: 4, .. }
+        ));
     }
 
     #[test]
@@ -254,15 +312,28 @@ mod tests {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&bin, &link).unwrap();
 
-        let mut policy = Policy { version: 1, rules: vec![] };
+        let mut policy = Policy {
+            version: 1,
+            rules: vec![],
+        };
         policy.add_cli_rule(Action::Ask, link.to_str().unwrap());
         policy.add_cli_rule(Action::Deny, bin.to_str().unwrap());
         policy.add_cli_rule(Action::Deny, "/nonexistent/interceptor-test-binary");
         let compiled = policy.compile();
 
         let meta = std::fs::metadata(&bin).unwrap();
-        assert_eq!(compiled.exec.len(), 1, "symlink and target are one file: {compiled:?}");
-        assert_eq!(compiled.exec[0].key, InodeKey { dev: kernel_dev(meta.dev()), ino: meta.ino() });
+        assert_eq!(
+            compiled.exec.len(),
+            1,
+            "symlink and target are one file: {compiled:?}"
+        );
+        assert_eq!(
+            compiled.exec[0].key,
+            InodeKey {
+                dev: kernel_dev(meta.dev()),
+                ino: meta.ino()
+            }
+        );
         assert_eq!(compiled.exec[0].action, Action::Deny);
         assert_eq!(compiled.exec[0].rule_id, 2);
         assert_eq!(compiled.unresolved.len(), 1);

@@ -2,8 +2,7 @@
 //! recycled pid can never receive a decision meant for an earlier process.
 
 use std::{
-    fs,
-    io,
+    fs, io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::PathBuf,
 };
@@ -36,7 +35,12 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 /// Reads /proc/PID/stat.
 pub fn stat(pid: u32) -> io::Result<Stat> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unparsable /proc/{pid}/stat")))
+    parse_stat(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unparsable /proc/{pid}/stat"),
+        )
+    })
 }
 
 /// The whole argv of a process (not bounded like the kernel's copy).
@@ -61,7 +65,9 @@ pub fn split_nul(raw: &[u8]) -> Vec<String> {
     if raw.is_empty() {
         return Vec::new();
     }
-    raw.split(|&b| b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    raw.split(|&b| b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }
 
 /// The start time in clock ticks that the kernel's `start_boottime` (ns) corresponds to.
@@ -85,14 +91,19 @@ impl Pidfd {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: the fd was just returned to us and is owned by nobody else.
-        let pidfd = Self { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) }, pid };
+        let pidfd = Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+            pid,
+        };
         // The pidfd now pins the process; if /proc still shows the expected start time, the
         // pidfd names the process we meant.
         let found = stat(pid)?.start_ticks;
         if found != start_ticks {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("pid {pid} is a different process now (started at tick {found}, expected {start_ticks})"),
+                format!(
+                    "pid {pid} is a different process now (started at tick {found}, expected {start_ticks})"
+                ),
             ));
         }
         Ok(pidfd)
@@ -110,7 +121,11 @@ impl Pidfd {
                 0,
             )
         };
-        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// Whether the process has not exited.
@@ -128,7 +143,14 @@ mod tests {
         let text = "4242 (evil) T 1 2 (x)) T 7 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
         // The comm "evil) T 1 2 (x" contains ") T": fields are counted from the last ')'.
         let st = parse_stat(text).expect("parses");
-        assert_eq!(st, Stat { state: 'T', ppid: 7, start_ticks: 987654 });
+        assert_eq!(
+            st,
+            Stat {
+                state: 'T',
+                ppid: 7,
+                start_ticks: 987654
+            }
+        );
         assert!(parse_stat("12 (cut").is_none());
         assert!(parse_stat("12 (x) R 1").is_none());
     }

@@ -2,7 +2,9 @@
 //! lsm backend: execve() fails with EPERM and the caller carries on.
 //! tracepoint backend: the task is killed (SIGKILL) before its first instruction.
 
-use interceptor_integration::{Backend, Daemon, Rule, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value};
+use interceptor_integration::{
+    Backend, Daemon, Rule, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
+};
 
 #[test]
 fn agent_exec_of_a_denied_binary_is_refused() {
@@ -11,20 +13,39 @@ fn agent_exec_of_a_denied_binary_is_refused() {
     let marker = dir.join("marker");
     let daemon = Daemon::start(&dir, &[Rule::DenyExec(&denied)]);
 
-    let agent = daemon.agent("deny-bot", &probe_bin(), &["exec", denied.to_str().unwrap(), "touch", marker.to_str().unwrap()]);
+    let agent = daemon.agent(
+        "deny-bot",
+        &probe_bin(),
+        &[
+            "exec",
+            denied.to_str().unwrap(),
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+    );
     let (status, out) = Spawned::start(agent).finish();
     match expected_backend() {
         Backend::Lsm => {
-            assert_eq!(probe_value(&out, "exec-errno"), Some("1"), "execve must fail with EPERM; output: {out}");
+            assert_eq!(
+                probe_value(&out, "exec-errno"),
+                Some("1"),
+                "execve must fail with EPERM; output: {out}"
+            );
             assert_eq!(fate(status), "exit:1");
         }
         Backend::Tracepoint => {
-            assert_eq!(fate(status), "signal:9", "the exec must be killed; output: {out}");
+            assert_eq!(
+                fate(status),
+                "signal:9",
+                "the exec must be killed; output: {out}"
+            );
         }
     }
     assert!(!marker.exists(), "the denied program must not have run");
 
-    let event = daemon.wait_event("the denied exec event", |e| e["denied"] == true && e["agent"] == "deny-bot");
+    let event = daemon.wait_event("the denied exec event", |e| {
+        e["denied"] == true && e["agent"] == "deny-bot"
+    });
     assert_eq!(event["filename"], denied.to_str().unwrap());
     assert_eq!(event["verdict"], "deny");
     assert_eq!(event["rule"], format!("cli:deny-exec:{}", denied.display()));
@@ -43,7 +64,14 @@ fn denial_reaches_grandchildren() {
     let agent = daemon.agent(
         "deny-bot",
         &probe_bin(),
-        &["spawn", probe, "spawn", denied.to_str().unwrap(), "touch", marker.to_str().unwrap()],
+        &[
+            "spawn",
+            probe,
+            "spawn",
+            denied.to_str().unwrap(),
+            "touch",
+            marker.to_str().unwrap(),
+        ],
     );
     let (status, out) = Spawned::start(agent).finish();
     assert_eq!(fate(status), "exit:0", "output: {out}");

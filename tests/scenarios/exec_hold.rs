@@ -7,13 +7,15 @@ use std::{
 };
 
 use interceptor_integration::{
-    Backend, Daemon, Rule, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value, proc_state,
+    Backend, Daemon, Rule, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
+    proc_state,
 };
 
 /// Starts `hold-bot` running the held binary (which would create `marker`); returns once the
 /// daemon lists it, after checking it is stopped and has not run.
 fn start_held(daemon: &Daemon, held: &std::path::Path, marker: &std::path::Path) -> (Spawned, u64) {
-    let agent = Spawned::start(daemon.agent("hold-bot", held, &["touch", marker.to_str().unwrap()]));
+    let agent =
+        Spawned::start(daemon.agent("hold-bot", held, &["touch", marker.to_str().unwrap()]));
     let request = daemon.wait_pending(agent.pid());
     assert_eq!(proc_state(agent.pid()), Some('T'), "a held exec is stopped");
     assert!(!marker.exists(), "a held program must not have run");
@@ -42,7 +44,11 @@ fn approved_exec_runs() {
     assert!(marker.exists(), "the approved program ran");
 
     let list = daemon.json(&["approvals", "list", "--json"]);
-    assert_eq!(list.as_array().map(Vec::len), Some(0), "decided requests leave the list: {list}");
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(0),
+        "decided requests leave the list: {list}"
+    );
     let again = daemon.cli(&["approvals", "approve", &id.to_string()]);
     assert!(!again.status.success(), "a request is decided once");
     assert!(String::from_utf8_lossy(&again.stderr).contains("no pending request"));
@@ -75,12 +81,19 @@ fn an_agent_cannot_approve_its_own_hold() {
     let interceptor = interceptor_integration::interceptor_bin();
     let socket = daemon.socket.to_str().unwrap().to_string();
     let attempt = daemon
-        .agent("hold-bot", &interceptor, &["--socket", &socket, "approvals", "approve", &id.to_string()])
+        .agent(
+            "hold-bot",
+            &interceptor,
+            &["--socket", &socket, "approvals", "approve", &id.to_string()],
+        )
         .output()
         .expect("run the CLI as an agent");
     assert!(!attempt.status.success(), "self-approval must be refused");
     let stderr = String::from_utf8_lossy(&attempt.stderr);
-    assert!(stderr.contains("agents cannot list or decide approvals"), "{stderr}");
+    assert!(
+        stderr.contains("agents cannot list or decide approvals"),
+        "{stderr}"
+    );
 
     assert_eq!(proc_state(agent.pid()), Some('T'), "still held");
     assert!(!marker.exists());
@@ -101,21 +114,37 @@ fn sigcont_from_a_tracked_sibling() {
     let mut agent = Spawned::start(daemon.agent(
         "hold-bot",
         &probe_bin(),
-        &["sigcont-held", held.to_str().unwrap(), "touch", marker.to_str().unwrap()],
+        &[
+            "sigcont-held",
+            held.to_str().unwrap(),
+            "touch",
+            marker.to_str().unwrap(),
+        ],
     ));
     let mut lines = BufReader::new(agent.child.stdout.take().expect("stdout"));
     let mut report = String::new();
     while probe_value(&report, "state-after").is_none() {
         let mut line = String::new();
-        assert!(lines.read_line(&mut line).expect("read probe output") > 0, "probe ended early: {report}");
+        assert!(
+            lines.read_line(&mut line).expect("read probe output") > 0,
+            "probe ended early: {report}"
+        );
         report.push_str(&line);
     }
     let child: u32 = probe_value(&report, "child-pid").unwrap().parse().unwrap();
 
     match expected_backend() {
         Backend::Lsm => {
-            assert_eq!(probe_value(&report, "sigcont"), Some("errno:1"), "task_kill guard refuses: {report}");
-            assert_eq!(probe_value(&report, "state-after"), Some("T"), "still held: {report}");
+            assert_eq!(
+                probe_value(&report, "sigcont"),
+                Some("errno:1"),
+                "task_kill guard refuses: {report}"
+            );
+            assert_eq!(
+                probe_value(&report, "state-after"),
+                Some("T"),
+                "still held: {report}"
+            );
             assert!(!marker.exists());
             let request = daemon.wait_pending(child);
             daemon.json(&["approvals", "approve", &request["id"].to_string(), "--json"]);
@@ -124,7 +153,12 @@ fn sigcont_from_a_tracked_sibling() {
             assert_eq!(probe_value(&rest, "child"), Some("exit:0"), "{rest}");
             assert!(marker.exists(), "ran after approval");
             let status = daemon.json(&["status", "--json"]);
-            let blocked = status["counters"].as_array().unwrap().iter().find(|c| c[0] == "sigcont_blocked").unwrap();
+            let blocked = status["counters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c[0] == "sigcont_blocked")
+                .unwrap();
             assert!(blocked[1].as_u64().unwrap() >= 1, "{status}");
         }
         Backend::Tracepoint => {
@@ -134,9 +168,14 @@ fn sigcont_from_a_tracked_sibling() {
             assert_ne!(probe_value(&report, "state-after"), Some("T"), "{report}");
             let status = daemon.json(&["status", "--json"]);
             let weak = status["guarantees"].as_array().unwrap().iter().any(|g| {
-                g.as_str().unwrap().starts_with("NOT guaranteed: another process may resume a held task")
+                g.as_str()
+                    .unwrap()
+                    .starts_with("NOT guaranteed: another process may resume a held task")
             });
-            assert!(weak, "the tracepoint backend must state this weakness: {status}");
+            assert!(
+                weak,
+                "the tracepoint backend must state this weakness: {status}"
+            );
         }
     }
     let (status, _) = agent.finish();

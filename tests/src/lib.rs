@@ -65,7 +65,8 @@ impl TestDir {
     pub fn new(name: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("interceptor-it-{name}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("interceptor-it-{name}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).expect("create test dir");
         Self { path }
@@ -113,7 +114,11 @@ impl Daemon {
         fs::write(&policy, "version = 1\n").expect("write policy");
         let log = dir.join("daemon.log");
         let mut cmd = Command::new(interceptor_bin());
-        cmd.arg("daemon").arg("--socket").arg(&socket).arg("--policy").arg(&policy);
+        cmd.arg("daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--policy")
+            .arg(&policy);
         for rule in rules {
             match rule {
                 Rule::DenyExec(p) => cmd.arg("--deny-exec").arg(p),
@@ -121,27 +126,49 @@ impl Daemon {
             };
         }
         let log_file = fs::File::create(&log).expect("create daemon log");
-        cmd.stdout(log_file.try_clone().expect("dup log")).stderr(log_file).env("NO_COLOR", "1");
+        cmd.stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file)
+            .env("NO_COLOR", "1");
         let child = cmd.spawn().expect("start interceptor daemon");
-        let mut daemon = Daemon { child: Some(child), socket, log };
+        let mut daemon = Daemon {
+            child: Some(child),
+            socket,
+            log,
+        };
 
         let deadline = Instant::now() + PATIENCE;
         let status = loop {
-            if let Some(exit) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("daemon exited during startup ({exit}):\n{}", daemon.log_text());
+            if let Some(exit) = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "daemon exited during startup ({exit}):\n{}",
+                    daemon.log_text()
+                );
             }
             let out = daemon.cli(&["status", "--json"]);
             if out.status.success() {
                 break serde_json::from_slice::<Value>(&out.stdout).expect("status is JSON");
             }
-            assert!(Instant::now() < deadline, "daemon did not answer within {PATIENCE:?}:\n{}", daemon.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not answer within {PATIENCE:?}:\n{}",
+                daemon.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         let want = match expected_backend() {
             Backend::Lsm => "lsm",
             Backend::Tracepoint => "tracepoint",
         };
-        assert_eq!(status["backend"], want, "daemon chose the wrong backend:\n{}", daemon.log_text());
+        assert_eq!(
+            status["backend"],
+            want,
+            "daemon chose the wrong backend:\n{}",
+            daemon.log_text()
+        );
         daemon
     }
 
@@ -199,7 +226,10 @@ impl Daemon {
     /// Waits until the daemon's log has a line containing `needle`; returns that line.
     pub fn wait_log(&self, needle: &str) -> String {
         self.wait_for(&format!("{needle:?} in the daemon log"), || {
-            self.log_text().lines().find(|l| l.contains(needle)).map(str::to_string)
+            self.log_text()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_string)
         })
     }
 
@@ -209,7 +239,11 @@ impl Daemon {
             if let Some(found) = poll() {
                 return found;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -228,7 +262,10 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- daemon log ----\n{}\n--------------------", self.log_text());
+            eprintln!(
+                "---- daemon log ----\n{}\n--------------------",
+                self.log_text()
+            );
         }
     }
 }
@@ -241,7 +278,9 @@ pub struct Spawned {
 impl Spawned {
     pub fn start(mut cmd: Command) -> Self {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        Self { child: cmd.spawn().expect("spawn") }
+        Self {
+            child: cmd.spawn().expect("spawn"),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -255,7 +294,11 @@ impl Spawned {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 break status;
             }
-            assert!(Instant::now() < deadline, "process {} did not finish within {PATIENCE:?}", self.pid());
+            assert!(
+                Instant::now() < deadline,
+                "process {} did not finish within {PATIENCE:?}",
+                self.pid()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut out = String::new();
@@ -281,7 +324,9 @@ pub fn proc_state(pid: u32) -> Option<char> {
 
 /// The value of a `key=value` line in probe output.
 pub fn probe_value<'a>(output: &'a str, key: &str) -> Option<&'a str> {
-    output.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Describes an exit status as the probe does: `exit:N` or `signal:N`.

@@ -52,10 +52,16 @@ fn main() {
         }
         "spawn" => match Command::new(&rest[0]).args(&rest[1..]).status() {
             Ok(status) => say(format!("child={}", fate(status))),
-            Err(e) => say(format!("child=spawn-errno:{}", e.raw_os_error().unwrap_or(-1))),
+            Err(e) => say(format!(
+                "child=spawn-errno:{}",
+                e.raw_os_error().unwrap_or(-1)
+            )),
         },
         "sigcont-held" => {
-            let mut child = Command::new(&rest[0]).args(&rest[1..]).spawn().expect("spawn held binary");
+            let mut child = Command::new(&rest[0])
+                .args(&rest[1..])
+                .spawn()
+                .expect("spawn held binary");
             let pid = child.id();
             say(format!("child-pid={pid}"));
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -72,7 +78,10 @@ fn main() {
             let result = if rc == 0 {
                 "ok".to_string()
             } else {
-                format!("errno:{}", std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+                format!(
+                    "errno:{}",
+                    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+                )
             };
             say(format!("sigcont={result}"));
             // Give a resumed child time to run (or show it stayed stopped).
