@@ -40,6 +40,12 @@ fn exec_events_carry_context() {
     assert_eq!(event["argv_truncated"], true, "{event}");
     assert!(long.starts_with(argv[4]) && argv[4].len() < long.len());
 
+    // The agent has exited: the kernel forgot it (tracking is dropped at exit).
+    daemon.wait_for("the exited agent to leave TRACKED", || {
+        let status = daemon.json(&["status", "--json"]);
+        (status["tracked_processes"] == 0).then_some(())
+    });
+
     // The kernel's own log line (aya-log) reaches the daemon's log through tracing.
     let pid = event["pid"].as_u64().unwrap();
     let line = format!("registered agent process {pid} confirmed");

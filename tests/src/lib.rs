@@ -233,7 +233,8 @@ impl Daemon {
         })
     }
 
-    fn wait_for<T>(&self, what: &str, mut poll: impl FnMut() -> Option<T>) -> T {
+    /// Polls until `poll` returns something, failing the test after [`PATIENCE`].
+    pub fn wait_for<T>(&self, what: &str, mut poll: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(found) = poll() {
