@@ -56,6 +56,12 @@ pub mod exec_flags {
     pub const HOLD_FAILED: u32 = 1 << 4;
     /// argv was not readable at this hook (the LSM deny happens before the new mm exists).
     pub const ARGV_UNAVAILABLE: u32 = 1 << 5;
+    /// The binary has no name in any directory (memfd, or unlinked before the exec): such an
+    /// exec is held at least, whatever the rules say.
+    pub const UNLINKED_BINARY: u32 = 1 << 6;
+    /// Held so that userspace can decide (or record) from the full context, e.g. because argv
+    /// was longer than the kernel's copy; the daemon answers without a human when policy allows.
+    pub const USERSPACE_DECIDES: u32 = 1 << 7;
 }
 
 /// Kinds of [`ExecEvent`].
@@ -202,8 +208,16 @@ pub mod counters {
     pub const SIGCONT_BLOCKED: u32 = 3;
     /// A registered process was found with a different start time (pid reuse) and dropped.
     pub const STALE_TRACKED: u32 = 4;
+    /// An agent's ptrace (attach, PTRACE_TRACEME, or any access to the daemon) was refused.
+    pub const PTRACE_BLOCKED: u32 = 5;
+    /// An agent's bpf() call was refused.
+    pub const BPF_BLOCKED: u32 = 6;
+    /// An agent's user namespace creation was refused.
+    pub const USERNS_BLOCKED: u32 = 7;
+    /// An agent's signal to the daemon was refused.
+    pub const DAEMON_SIGNAL_BLOCKED: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 9;
 }
 
 /// Offsets of the kernel struct fields the programs read, resolved by the daemon from the
@@ -244,10 +258,10 @@ pub struct KernelOffsets {
     pub inode_ino: u32,
     /// `inode.i_sb`
     pub inode_sb: u32,
+    /// `inode.i_nlink`
+    pub inode_nlink: u32,
     /// `super_block.s_dev`
     pub sb_dev: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 18 * 4);
@@ -256,13 +270,21 @@ const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 18 * 4);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelConfig {
-    /// The daemon's tgid: the one sender whose SIGCONT reaches a held task.
+    /// The daemon's tgid: the one sender whose SIGCONT reaches a held task, and the process
+    /// agents may not signal or trace.
     pub daemon_tgid: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// Non-zero when `AGENT_UIDS` has entries (saves a lookup per exec and fork otherwise).
+    pub scope_by_uid: u32,
+    /// Non-zero when `AGENT_CGROUPS` has entries.
+    pub scope_by_cgroup: u32,
+    /// Non-zero: agents may not create user namespaces.
+    pub deny_userns: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 16);
+
+/// How many cgroup levels below the root the kernel checks against `AGENT_CGROUPS`.
+pub const MAX_CGROUP_DEPTH: i32 = 16;
 
 #[cfg(feature = "user")]
 mod pod {

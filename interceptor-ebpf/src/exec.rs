@@ -16,7 +16,7 @@ use interceptor_common::{
 };
 
 use crate::{
-    kernel::{agent_of, current_task, offsets, parent_tgid, process_start, read},
+    kernel::{agent_of, current_task, current_tgid, offsets, parent_tgid, process_start, read},
     maps::{EVENTS, EXEC_RULES, HELD, count},
 };
 
@@ -38,8 +38,7 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
         return previous;
     }
     let task = current_task();
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(agent_id) = agent_of(&ctx, task, tgid) else {
+    let Some(agent_id) = agent_of(&ctx, task, current_tgid()) else {
         return 0;
     };
     let Some(binary) = binary_of(bprm) else {
@@ -76,18 +75,32 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
 pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     let bprm: *const u8 = ctx.arg(2);
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let tgid = current_tgid();
     let Some(agent_id) = agent_of(&ctx, task, tgid) else {
         return 0;
     };
     let binary = binary_of(bprm).unwrap_or(InodeKey { dev: 0, ino: 0 });
-    let rule = exec_rule(&binary).unwrap_or(ExecRule {
+    let mut rule = exec_rule(&binary).unwrap_or(ExecRule {
         verdict: Verdict::Allow as u32,
         rule_id: 0,
     });
 
     let mut flags = 0;
-    if rule.verdict == Verdict::Ask as u32 {
+    // A binary with no name cannot be named by a rule (memfd, or unlinked after open): it
+    // is asked at least. An unreadable link count counts as unlinked.
+    if read_nlink(bprm).unwrap_or(0) == 0 {
+        flags |= exec_flags::UNLINKED_BINARY;
+        if rule.verdict != Verdict::Deny as u32 {
+            rule.verdict = Verdict::Ask as u32;
+        }
+    }
+    // argv longer than the event's copy: hold so the daemon reads (and records) all of it
+    // from /proc before the program runs; the verdict stays, the daemon applies it.
+    let runs = rule.verdict == Verdict::Allow as u32 || rule.verdict == Verdict::Audit as u32;
+    if runs && argv_size(task).is_none_or(|len| len > ARGV_MAX as u64) {
+        flags |= exec_flags::USERSPACE_DECIDES;
+    }
+    if rule.verdict == Verdict::Ask as u32 || flags & exec_flags::USERSPACE_DECIDES != 0 {
         let held = HeldTask {
             start_boottime: process_start(task).unwrap_or(0),
             rule_id: rule.rule_id,
@@ -128,6 +141,15 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         }
     }
     0
+}
+
+/// `bprm->file->f_inode->i_nlink`: 0 for memfd and unlinked files.
+#[inline(always)]
+fn read_nlink(bprm: *const u8) -> Option<u32> {
+    let off = offsets();
+    let file: *const u8 = read(bprm, off.bprm_file).ok()?;
+    let inode: *const u8 = read(file, off.file_inode).ok()?;
+    read(inode, off.inode_nlink).ok()
 }
 
 /// The binary's identity: `bprm->file->f_inode->{i_sb->s_dev, i_ino}`.
@@ -219,6 +241,16 @@ fn emit(
     }
     entry.submit(0);
     true
+}
+
+/// `mm->arg_end - mm->arg_start` of the current (new) program; `None` when unreadable.
+#[inline(always)]
+fn argv_size(task: *const u8) -> Option<u64> {
+    let off = offsets();
+    let mm = read::<*const u8>(task, off.task_mm).ok()?;
+    let start: u64 = read(mm, off.mm_arg_start).ok()?;
+    let end: u64 = read(mm, off.mm_arg_end).ok()?;
+    Some(end.saturating_sub(start))
 }
 
 /// Copies `mm->arg_start..arg_end` of the current (new) program into `dst`, at most

@@ -7,14 +7,18 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel, generated::bpf_get_current_ancestor_cgroup_id,
+    },
 };
 use aya_log_ebpf::info;
 use interceptor_common::{
-    KernelConfig, KernelOffsets, NSEC_PER_CLOCK_TICK, counters, tracked_flags,
+    KernelConfig, KernelOffsets, MAX_CGROUP_DEPTH, NSEC_PER_CLOCK_TICK, TrackedTask, counters,
+    tracked_flags,
 };
 
-use crate::maps::{TRACKED, count};
+use crate::maps::{AGENT_CGROUPS, AGENT_UIDS, TRACKED, count};
 
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
@@ -34,14 +38,16 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     file_path: 0,
     inode_ino: 0,
     inode_sb: 0,
+    inode_nlink: 0,
     sb_dev: 0,
-    _pad: 0,
 };
 
 #[unsafe(no_mangle)]
 static CONFIG: KernelConfig = KernelConfig {
     daemon_tgid: 0,
-    _pad: 0,
+    scope_by_uid: 0,
+    scope_by_cgroup: 0,
+    deny_userns: 0,
 };
 
 /// The offsets table; every field access goes through a volatile read of it.
@@ -100,15 +106,21 @@ pub fn parent_tgid(task: *const u8) -> Result<u32, i32> {
     task_tgid(parent)
 }
 
-/// The agent `task` belongs to, if it is tracked.
+/// The agent the current task belongs to, if it is one. `task` must be the current task.
 ///
 /// A `TRACKED` entry names a process by (tgid, start time). Entries the daemon registered
 /// carry the start time in clock ticks (all /proc shows); the first time the kernel sees
 /// such a process it checks the ticks and stores the exact value. An entry whose start time
 /// does not match belongs to an earlier process with the same pid: it is removed and counted.
+///
+/// A process that is not in `TRACKED` but runs as a configured agent uid or inside a
+/// configured agent cgroup (or below it) is added to `TRACKED` on the spot, so changing
+/// cgroup or uid later does not end its tracking.
 #[inline(always)]
 pub fn agent_of<C: EbpfContext>(ctx: &C, task: *const u8, tgid: u32) -> Option<u32> {
-    let entry = TRACKED.get_ptr_mut(&tgid)?;
+    let Some(entry) = TRACKED.get_ptr_mut(&tgid) else {
+        return agent_by_scope(task, tgid);
+    };
     let start = process_start(task).ok()?;
     // SAFETY: a pointer into a map value, valid for this program run. Two CPUs may confirm
     // the same entry at once; both write the same values.
@@ -128,5 +140,62 @@ pub fn agent_of<C: EbpfContext>(ctx: &C, task: *const u8, tgid: u32) -> Option<u
     }
     let _ = TRACKED.remove(&tgid);
     count(counters::STALE_TRACKED);
-    None
+    agent_by_scope(task, tgid)
+}
+
+/// Whether the current task is an agent by its uid or cgroup; if so it is tracked from now on.
+#[inline(always)]
+fn agent_by_scope(task: *const u8, tgid: u32) -> Option<u32> {
+    let cfg = config();
+    let mut agent = None;
+    if cfg.scope_by_uid != 0 {
+        let uid = bpf_get_current_uid_gid() as u32;
+        // SAFETY: the value is copied out at once.
+        agent = unsafe { AGENT_UIDS.get(&uid).copied() };
+    }
+    if agent.is_none() && cfg.scope_by_cgroup != 0 {
+        // Level 0 is the root cgroup; a level deeper than the task's cgroup yields 0.
+        for level in 1..=MAX_CGROUP_DEPTH {
+            // SAFETY: the helper takes a level and has no memory arguments.
+            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+            if id == 0 {
+                break;
+            }
+            // SAFETY: the value is copied out at once.
+            if let Some(found) = unsafe { AGENT_CGROUPS.get(&id).copied() } {
+                agent = Some(found);
+                break;
+            }
+        }
+    }
+    let agent_id = agent?;
+    let start = process_start(task).unwrap_or(0);
+    if TRACKED
+        .insert(
+            &tgid,
+            &TrackedTask {
+                start,
+                agent_id,
+                flags: 0,
+            },
+            0,
+        )
+        .is_err()
+    {
+        // Still an agent for this operation; its children may escape tracking.
+        count(counters::TRACK_FAILED);
+    }
+    Some(agent_id)
+}
+
+/// The current process's tgid.
+#[inline(always)]
+pub fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// The agent the current task belongs to (see [`agent_of`]).
+#[inline(always)]
+pub fn current_agent<C: EbpfContext>(ctx: &C) -> Option<u32> {
+    agent_of(ctx, current_task(), current_tgid())
 }

@@ -5,6 +5,7 @@
 #![no_main]
 
 mod exec;
+mod guard;
 mod kernel;
 mod maps;
 mod signal;

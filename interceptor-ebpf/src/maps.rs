@@ -11,6 +11,16 @@ use interceptor_common::{ExecRule, HeldTask, InodeKey, TrackedTask, counters};
 #[map]
 pub static TRACKED: HashMap<u32, TrackedTask> = HashMap::with_max_entries(65_536, 0);
 
+/// Agent uids: every process running with one of these real uids is an agent
+/// (uid -> agent id). Filled by the daemon from its configuration.
+#[map]
+pub static AGENT_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(1_024, 0);
+
+/// Agent cgroups (cgroup v2 id -> agent id): every process in one of these cgroups, or in a
+/// cgroup below one, is an agent. Filled by the daemon from its configuration.
+#[map]
+pub static AGENT_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1_024, 0);
+
 /// Agent processes stopped before their first instruction, keyed by tgid. The daemon
 /// removes the entry before it resumes (SIGCONT) or kills the task; while it is present,
 /// `signal_task_kill` refuses every SIGCONT to the task.

@@ -314,8 +314,8 @@ impl Btf {
             file_path: self.field_sized("file", "f_path", 16)?,
             inode_ino: self.field_sized("inode", "i_ino", 8)?,
             inode_sb: self.field_sized("inode", "i_sb", PTR)?,
+            inode_nlink: self.field_sized("inode", "i_nlink", 4)?,
             sb_dev: self.field_sized("super_block", "s_dev", 4)?,
-            _pad: 0,
         })
     }
 }

@@ -15,6 +15,7 @@ use crate::{
     daemon::{self, DaemonOptions},
     loader::BackendChoice,
     policy::{Action, DEFAULT_POLICY, Policy},
+    scope::{CgroupScope, UidScope},
 };
 
 /// Where an installed policy lives; the built-in default applies when it is absent.
@@ -95,6 +96,24 @@ pub struct DaemonArgs {
     /// Hold agents' execs of this binary for approval, in addition to the policy (repeatable).
     #[arg(long = "hold-exec", value_name = "PATH")]
     pub hold_exec: Vec<String>,
+
+    /// Every process of this uid is an agent (named NAME, default uid-UID) (repeatable).
+    ///
+    /// Example: --agent-uid 1001=copilot
+    #[arg(long = "agent-uid", value_name = "UID[=NAME]")]
+    pub agent_uid: Vec<UidScope>,
+
+    /// Every process in this cgroup v2 directory, or below it, is an agent (named NAME,
+    /// default the directory's name) (repeatable).
+    ///
+    /// Example: --agent-cgroup /sys/fs/cgroup/agents.slice=ops-bot
+    #[arg(long = "agent-cgroup", value_name = "PATH[=NAME]")]
+    pub agent_cgroup: Vec<CgroupScope>,
+
+    /// Let agents create user namespaces (refused by default: inside one an agent can
+    /// bind-mount over the paths rules name).
+    #[arg(long)]
+    pub allow_userns: bool,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +233,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for (rule, why) in &status.unresolved_rules {
                     println!("           rule {rule} cannot match: {why}");
                 }
+                for scope in &status.agent_scopes {
+                    println!("scope:     {scope}");
+                }
+                println!(
+                    "userns:    {}",
+                    if status.userns_allowed {
+                        "allowed for agents"
+                    } else {
+                        "refused for agents (lsm backend)"
+                    }
+                );
                 println!("tracked:   {} processes", status.tracked_processes);
                 println!("pending:   {} approvals", status.pending_approvals);
                 for (name, value) in &status.counters {
@@ -270,11 +300,19 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let scopes = args
+        .agent_uid
+        .into_iter()
+        .map(|s| s.0)
+        .chain(args.agent_cgroup.into_iter().map(|s| s.0))
+        .collect();
     runtime.block_on(daemon::run(DaemonOptions {
         socket,
         policy,
         policy_origin,
         backend: args.backend,
+        scopes,
+        allow_userns: args.allow_userns,
     }))?;
     Ok(ExitCode::SUCCESS)
 }

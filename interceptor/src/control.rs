@@ -80,6 +80,10 @@ pub struct Status {
     pub policy: String,
     /// Rules that cannot match because their binary is missing: (rule, why).
     pub unresolved_rules: Vec<(String, String)>,
+    /// Configured agent uids and cgroups, described.
+    pub agent_scopes: Vec<String>,
+    /// Whether agents may create user namespaces.
+    pub userns_allowed: bool,
     pub tracked_processes: usize,
     pub pending_approvals: usize,
     /// Kernel failure counters by name.
@@ -138,6 +142,12 @@ pub struct ExecRecord {
     pub held: bool,
     pub denied: bool,
     pub hold_failed: bool,
+    /// The binary has no name (memfd, or unlinked): held whatever the rules say.
+    pub unlinked_binary: bool,
+    /// Held only so the daemon could read the whole context (argv longer than the kernel's
+    /// copy); the daemon then applied the kernel's verdict itself. `argv` is then the full
+    /// argv read from /proc while the task was stopped.
+    pub userspace_decides: bool,
     pub dev: u64,
     pub ino: u64,
 }

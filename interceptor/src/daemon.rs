@@ -16,8 +16,8 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use interceptor_common::{
-    EventKind, ExecEvent, ExecRule, HeldTask, TrackedTask, Verdict, counters, exec_flags,
-    tracked_flags,
+    EventKind, ExecEvent, ExecRule, HeldTask, KernelConfig, TrackedTask, Verdict, counters,
+    exec_flags, tracked_flags,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -34,11 +34,15 @@ use crate::{
     loader::{self, Backend, BackendChoice, KernelLog},
     policy::Policy,
     procfs::{self, Pidfd},
+    scope::{AgentScope, cgroup_id, validate_agent_name},
 };
 
 /// How long a held task may take to reach the stopped state after its event arrives.
 /// Generous because emulated test VMs are ~20x slower than hardware.
 const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// The rule name reported for execs held because their binary has no name.
+const UNLINKED_RULE: &str = "builtin:unlinked-binary";
 
 /// Exec records kept in memory for `interceptor events`.
 const RECENT_EVENTS: usize = 4096;
@@ -50,6 +54,10 @@ const COUNTER_NAMES: [(u32, &str); counters::COUNT as usize] = [
     (counters::HOLD_FAILED, "hold_failed"),
     (counters::SIGCONT_BLOCKED, "sigcont_blocked"),
     (counters::STALE_TRACKED, "stale_tracked"),
+    (counters::PTRACE_BLOCKED, "ptrace_blocked"),
+    (counters::BPF_BLOCKED, "bpf_blocked"),
+    (counters::USERNS_BLOCKED, "userns_blocked"),
+    (counters::DAEMON_SIGNAL_BLOCKED, "daemon_signal_blocked"),
 ];
 
 /// How the daemon is started.
@@ -60,6 +68,10 @@ pub struct DaemonOptions {
     /// Where the policy came from (a path, or "built-in default").
     pub policy_origin: String,
     pub backend: BackendChoice,
+    /// uids and cgroups whose processes are agents.
+    pub scopes: Vec<AgentScope>,
+    /// Let agents create user namespaces (refused by default on the lsm backend).
+    pub allow_userns: bool,
 }
 
 /// Why the daemon could not start or stopped.
@@ -80,6 +92,8 @@ pub enum DaemonError {
     AlreadyRunning(PathBuf),
     #[error("control socket {path}: {source}")]
     Socket { path: PathBuf, source: io::Error },
+    #[error("agent scope {scope}: {message}")]
+    Scope { scope: String, message: String },
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -111,6 +125,8 @@ pub struct Daemon {
     policy: Policy,
     policy_origin: String,
     unresolved: Vec<(String, String)>,
+    scopes: Vec<String>,
+    allow_userns: bool,
     kernel: Mutex<KernelMaps>,
     state: Mutex<State>,
 }
@@ -143,7 +159,31 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     }
     let listener = bind(&options.socket)?;
 
-    let loader::Loaded { mut ebpf, backend } = loader::load(options.backend, std::process::id())?;
+    // Agent ids: scopes get theirs first, in order; `run` registrations add more later.
+    let mut agents: Vec<String> = Vec::new();
+    let mut uid_scopes = Vec::new();
+    let mut cgroup_scopes = Vec::new();
+    for scope in &options.scopes {
+        let scope_err = |message: String| DaemonError::Scope {
+            scope: scope.to_string(),
+            message,
+        };
+        validate_agent_name(scope.agent()).map_err(scope_err)?;
+        let agent_id = agent_id_for(&mut agents, scope.agent());
+        match scope {
+            AgentScope::Uid { uid, .. } => uid_scopes.push((*uid, agent_id)),
+            AgentScope::Cgroup { path, .. } => {
+                cgroup_scopes.push((cgroup_id(path).map_err(scope_err)?, agent_id))
+            }
+        }
+    }
+    let config = KernelConfig {
+        daemon_tgid: std::process::id(),
+        scope_by_uid: !uid_scopes.is_empty() as u32,
+        scope_by_cgroup: !cgroup_scopes.is_empty() as u32,
+        deny_userns: !options.allow_userns as u32,
+    };
+    let loader::Loaded { mut ebpf, backend } = loader::load(options.backend, config)?;
     let mut kernel_log = match aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog) {
         Ok(logger) => Some(readable(logger)?),
         Err(e) => {
@@ -173,18 +213,42 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             why, "rule cannot match: its binary does not exist on this host"
         );
     }
+    let mut agent_uids: BpfHashMap<MapData, u32, u32> = take_map(&mut ebpf, "AGENT_UIDS")?;
+    for (uid, agent_id) in uid_scopes {
+        agent_uids
+            .insert(uid, agent_id, 0)
+            .map_err(|source| DaemonError::Map {
+                name: "AGENT_UIDS",
+                source,
+            })?;
+    }
+    let mut agent_cgroups: BpfHashMap<MapData, u64, u32> = take_map(&mut ebpf, "AGENT_CGROUPS")?;
+    for (id, agent_id) in cgroup_scopes {
+        agent_cgroups
+            .insert(id, agent_id, 0)
+            .map_err(|source| DaemonError::Map {
+                name: "AGENT_CGROUPS",
+                source,
+            })?;
+    }
+    for scope in &options.scopes {
+        info!(%scope, "agent scope");
+    }
     let ring: RingBuf<MapData> = take_map(&mut ebpf, "EVENTS")?;
     let daemon = Arc::new(Daemon {
         backend,
         unresolved: compiled.unresolved,
         policy: options.policy,
         policy_origin: options.policy_origin,
+        scopes: options.scopes.iter().map(ToString::to_string).collect(),
+        allow_userns: options.allow_userns,
         kernel: Mutex::new(KernelMaps {
             tracked: take_map(&mut ebpf, "TRACKED")?,
             held: take_map(&mut ebpf, "HELD")?,
             counters: take_map(&mut ebpf, "COUNTERS")?,
         }),
         state: Mutex::new(State {
+            agents,
             next_request: 1,
             ..State::default()
         }),
@@ -325,16 +389,7 @@ impl Daemon {
 
     /// Tracks the caller (by its peer pid) as agent `agent`.
     fn register(&self, agent: &str, peer: UCred) -> Result<Response, String> {
-        let valid = !agent.is_empty()
-            && agent.len() <= 64
-            && agent
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid {
-            return Err(format!(
-                "agent name {agent:?} is invalid: use 1-64 characters from A-Z a-z 0-9 - _ ."
-            ));
-        }
+        validate_agent_name(agent)?;
         let pid = peer_pid(peer)?;
         let start_ticks = procfs::stat(pid)
             .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?
@@ -349,16 +404,7 @@ impl Daemon {
                 pid,
             });
         }
-        let agent_id = {
-            let mut state = lock(&self.state);
-            match state.agents.iter().position(|a| a == agent) {
-                Some(i) => i as u32 + 1,
-                None => {
-                    state.agents.push(agent.to_string());
-                    state.agents.len() as u32
-                }
-            }
-        };
+        let agent_id = agent_id_for(&mut lock(&self.state).agents, agent);
         let entry = TrackedTask {
             start: start_ticks,
             agent_id,
@@ -428,17 +474,7 @@ impl Daemon {
             return Err(format!("request {id}: the held process {pid} has exited"));
         }
         match decision {
-            Decision::Approved => {
-                // The guard refuses SIGCONT while the task is in HELD.
-                let removed = lock(&self.kernel).held.remove(&pid);
-                if let Err(e) = removed {
-                    warn!(id, pid, error = %e, "held task was not in HELD");
-                }
-                pending
-                    .pidfd
-                    .signal(libc::SIGCONT)
-                    .map_err(|e| format!("resuming pid {pid}: {e}"))?;
-            }
+            Decision::Approved => self.resume(&pending.pidfd)?,
             Decision::Denied => {
                 pending
                     .pidfd
@@ -448,6 +484,27 @@ impl Daemon {
         }
         info!(id, pid, agent = %pending.view.agent, ?decision, binary = %pending.view.filename, "decision applied");
         Ok(Response::Decided { id, decision, pid })
+    }
+
+    /// Lets a held task run: out of `HELD` first (the guard refuses SIGCONT while it is
+    /// there), then SIGCONT through its pidfd.
+    fn resume(&self, pidfd: &Pidfd) -> Result<(), String> {
+        let pid = pidfd.pid;
+        if let Err(e) = lock(&self.kernel).held.remove(&pid) {
+            warn!(pid, error = %e, "held task was not in HELD");
+        }
+        pidfd
+            .signal(libc::SIGCONT)
+            .map_err(|e| format!("resuming pid {pid}: {e}"))
+    }
+
+    /// Replaces the kernel's cut argv in a recorded event with the whole argv.
+    fn complete_record(&self, seq: u64, argv: &[String]) {
+        let mut state = lock(&self.state);
+        if let Some(record) = state.events.iter_mut().rev().find(|r| r.seq == seq) {
+            record.argv = argv.to_vec();
+            record.argv_truncated = false;
+        }
     }
 
     fn pending_views(&self) -> Vec<PendingView> {
@@ -472,6 +529,8 @@ impl Daemon {
             daemon_pid: std::process::id(),
             policy: self.policy_origin.clone(),
             unresolved_rules: self.unresolved.clone(),
+            agent_scopes: self.scopes.clone(),
+            userns_allowed: self.allow_userns,
             tracked_processes: kernel.tracked.keys().count(),
             pending_approvals: lock(&self.state).pending.len(),
             counters,
@@ -530,12 +589,17 @@ impl Daemon {
                 return;
             }
         };
-        let deadline = Instant::now() + STOP_WAIT;
+        let started = Instant::now();
         loop {
             match procfs::stat(pid) {
                 Ok(st) if st.state == 'T' => break,
-                Ok(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(2)).await
+                // The stop lands microseconds after the event on real hardware: spin briefly
+                // (other tasks still run), then poll gently.
+                Ok(_) if started.elapsed() < Duration::from_millis(2) => {
+                    tokio::task::yield_now().await
+                }
+                Ok(_) if started.elapsed() < STOP_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(1)).await
                 }
                 Ok(st) => {
                     error!(pid, state = %st.state, "held task did not stop; killing it (fail closed)");
@@ -547,6 +611,18 @@ impl Daemon {
                     return;
                 }
             }
+        }
+        let argv = procfs::cmdline(pid).unwrap_or_else(|_| record.argv.clone());
+        if record.userspace_decides {
+            // Held only to read the whole argv; the kernel's verdict (allow or audit) stands.
+            self.complete_record(record.seq, &argv);
+            match self.resume(&pidfd) {
+                Ok(()) => info!(pid, agent = %record.agent, argv_len = argv.len(),
+                                latency_us = started.elapsed().as_micros() as u64,
+                                "exec resumed by the daemon after recording its full argv"),
+                Err(e) => warn!(pid, error = %e, "could not resume an exec held for its argv"),
+            }
+            return;
         }
         let rule = self
             .policy
@@ -563,7 +639,7 @@ impl Daemon {
             exe: procfs::exe(pid)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            argv: procfs::cmdline(pid).unwrap_or_else(|_| record.argv.clone()),
+            argv: argv.clone(),
             cwd: procfs::cwd(pid)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
@@ -598,6 +674,17 @@ impl Daemon {
                 warn!(pid, "daemon stopping: killing a held task not yet reviewed");
                 let _ = pidfd.signal(libc::SIGKILL);
             }
+        }
+    }
+}
+
+/// The id of agent `name` (1-based index into `agents`), adding the name if new.
+fn agent_id_for(agents: &mut Vec<String>, name: &str) -> u32 {
+    match agents.iter().position(|a| a == name) {
+        Some(i) => i as u32 + 1,
+        None => {
+            agents.push(name.to_string());
+            agents.len() as u32
         }
     }
 }
@@ -643,10 +730,14 @@ fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> Exec
         argv_truncated: ev.flags & exec_flags::ARGV_TRUNCATED != 0,
         argv_unavailable: ev.flags & exec_flags::ARGV_UNAVAILABLE != 0,
         verdict: verdict.into(),
-        rule: policy.rule(ev.rule_id).map(|r| r.name.clone()),
+        rule: policy.rule(ev.rule_id).map(|r| r.name.clone()).or_else(|| {
+            (ev.flags & exec_flags::UNLINKED_BINARY != 0).then(|| UNLINKED_RULE.to_string())
+        }),
         held: ev.flags & exec_flags::HELD != 0,
         denied: ev.flags & exec_flags::DENIED != 0,
         hold_failed: ev.flags & exec_flags::HOLD_FAILED != 0,
+        unlinked_binary: ev.flags & exec_flags::UNLINKED_BINARY != 0,
+        userspace_decides: ev.flags & exec_flags::USERSPACE_DECIDES != 0,
         dev: ev.dev,
         ino: ev.ino,
     }

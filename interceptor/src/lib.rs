@@ -8,6 +8,7 @@
 //! - [`daemon`]: events, holds, approvals, the control socket server;
 //! - [`control`]: the control socket protocol and client;
 //! - [`procfs`]: /proc readers and pidfd signalling;
+//! - [`scope`]: agents by uid and cgroup;
 //! - [`cli`]: the command line.
 
 pub mod btf;
@@ -17,3 +18,4 @@ pub mod daemon;
 pub mod loader;
 pub mod policy;
 pub mod procfs;
+pub mod scope;

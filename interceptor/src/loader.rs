@@ -53,10 +53,14 @@ impl Backend {
             Self::Lsm => &[
                 "a denied exec fails with EPERM in bprm_check_security; the agent's program continues",
                 "a held task cannot be resumed by SIGCONT from anyone but the daemon (task_kill guard)",
+                "agents cannot signal the daemon, ptrace-attach any process (nor PTRACE_TRACEME), or call bpf()",
+                "agents cannot create user namespaces unless the daemon allows it",
             ],
             Self::Tracepoint => &[
                 "a denied exec is killed (SIGKILL) at sched_process_exec, before its first instruction",
                 "NOT guaranteed: another process may resume a held task with SIGCONT (no task_kill guard)",
+                "NOT guaranteed: agents can signal the daemon, ptrace other processes and call bpf() (no LSM guards)",
+                "NOT guaranteed: agents can create user namespaces (no userns_create guard)",
             ],
         };
         common
@@ -111,12 +115,8 @@ pub fn hook_of(program: &str) -> Option<&str> {
 }
 
 /// Loads the programs with offsets from this kernel's BTF and attaches the chosen backend.
-pub fn load(choice: BackendChoice, daemon_tgid: u32) -> Result<Loaded, LoadError> {
+pub fn load(choice: BackendChoice, config: KernelConfig) -> Result<Loaded, LoadError> {
     let offsets: KernelOffsets = Btf::from_sys_fs()?.kernel_offsets()?;
-    let config = KernelConfig {
-        daemon_tgid,
-        _pad: 0,
-    };
     let kernel_btf = aya::Btf::from_sys_fs()?;
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&kernel_btf))
@@ -259,6 +259,10 @@ mod tests {
             [
                 "exec_bprm_check_security",
                 "exec_sched_process_exec",
+                "guard_bpf",
+                "guard_ptrace_access_check",
+                "guard_ptrace_traceme",
+                "guard_userns_create",
                 "signal_task_kill",
                 "tracking_sched_process_exit",
                 "tracking_sched_process_fork",
