@@ -7,8 +7,7 @@ use interceptor_integration::{Daemon, Spawned, TestDir, fate, interceptor_bin, p
 fn exec_events_carry_context() {
     let dir = TestDir::new("events");
     let daemon = Daemon::start(&dir, &[]);
-    let long = "x".repeat(3000);
-    let agent = daemon.agent("ctx-bot", &probe_bin(), &["exit", "0", "two words", &long]);
+    let agent = daemon.agent("ctx-bot", &probe_bin(), &["exit", "0", "two words", ""]);
     let (status, _) = Spawned::start(agent).finish();
     assert_eq!(fate(status), "exit:0");
 
@@ -33,12 +32,11 @@ fn exec_events_carry_context() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert_eq!(
-        &argv[..4],
-        [probe.to_str().unwrap(), "exit", "0", "two words"]
+        argv,
+        [probe.to_str().unwrap(), "exit", "0", "two words", ""]
     );
-    // 3000 bytes of argument do not fit the kernel's 2048-byte copy: cut and flagged.
-    assert_eq!(event["argv_truncated"], true, "{event}");
-    assert!(long.starts_with(argv[4]) && argv[4].len() < long.len());
+    assert_eq!(event["argv_truncated"], false, "{event}");
+    assert_eq!(event["userspace_decides"], false, "{event}");
 
     // The agent has exited: the kernel forgot it (tracking is dropped at exit).
     daemon.wait_for("the exited agent to leave TRACKED", || {
@@ -53,6 +51,46 @@ fn exec_events_carry_context() {
     assert!(
         log.contains("interceptor::kernel"),
         "kernel records carry their target: {log}"
+    );
+}
+
+/// Scenario 14: argv longer than the kernel's copy. The exec is held until the daemon has
+/// read the whole argv from /proc, then runs without a human (the verdict was allow); the
+/// recorded event carries the full argv.
+#[test]
+fn scenario_14_argv_over_the_kernel_bound_is_recorded_whole() {
+    let dir = TestDir::new("long-argv");
+    let daemon = Daemon::start(&dir, &[]);
+    let long = format!("{}-end", "x".repeat(6000));
+    let marker = dir.join("marker");
+    let agent = daemon.agent(
+        "argv-bot",
+        &probe_bin(),
+        &["touch", marker.to_str().unwrap(), &long],
+    );
+    let (status, _) = Spawned::start(agent).finish();
+    assert_eq!(
+        fate(status),
+        "exit:0",
+        "allowed execs run after the daemon read their argv"
+    );
+    assert!(marker.exists());
+
+    let event = daemon.wait_event("the long exec, completed", |e| {
+        e["agent"] == "argv-bot" && e["userspace_decides"] == true && e["argv_truncated"] == false
+    });
+    assert_eq!(event["held"], true, "{event}");
+    assert_eq!(event["verdict"], "allow");
+    assert_eq!(
+        event["argv"][3],
+        long.as_str(),
+        "the whole argument, not the kernel's 2048 bytes"
+    );
+    let pending = daemon.json(&["approvals", "list", "--json"]);
+    assert_eq!(
+        pending.as_array().map(Vec::len),
+        Some(0),
+        "no human was asked: {pending}"
     );
 }
 

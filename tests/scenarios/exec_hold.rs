@@ -104,7 +104,21 @@ fn an_agent_cannot_approve_its_own_hold() {
 }
 
 #[test]
-fn sigcont_from_a_tracked_sibling() {
+fn scenario_20_sigcont_via_kill_from_a_tracked_sibling() {
+    sigcont_from_a_tracked_sibling("kill");
+}
+
+#[test]
+fn scenario_20_sigcont_via_killpg_from_a_tracked_sibling() {
+    sigcont_from_a_tracked_sibling("killpg");
+}
+
+#[test]
+fn scenario_20_sigcont_via_pidfd_from_a_tracked_sibling() {
+    sigcont_from_a_tracked_sibling("pidfd");
+}
+
+fn sigcont_from_a_tracked_sibling(mode: &str) {
     let dir = TestDir::new("hold-sigcont");
     let held = dir.probe_copy("held-tool");
     let marker = dir.join("marker");
@@ -116,6 +130,7 @@ fn sigcont_from_a_tracked_sibling() {
         &probe_bin(),
         &[
             "sigcont-held",
+            mode,
             held.to_str().unwrap(),
             "touch",
             marker.to_str().unwrap(),

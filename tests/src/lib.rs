@@ -109,6 +109,11 @@ impl Daemon {
     /// Starts a daemon with only `rules` (an empty policy file otherwise) and waits until
     /// it answers; checks it runs the expected backend.
     pub fn start(dir: &TestDir, rules: &[Rule<'_>]) -> Self {
+        Self::start_with(dir, rules, &[])
+    }
+
+    /// Like [`Daemon::start`], with more `interceptor daemon` arguments.
+    pub fn start_with(dir: &TestDir, rules: &[Rule<'_>], extra: &[&str]) -> Self {
         let socket = dir.join("control.sock");
         let policy = dir.join("policy.toml");
         fs::write(&policy, "version = 1\n").expect("write policy");
@@ -125,6 +130,7 @@ impl Daemon {
                 Rule::HoldExec(p) => cmd.arg("--hold-exec").arg(p),
             };
         }
+        cmd.args(extra);
         let log_file = fs::File::create(&log).expect("create daemon log");
         cmd.stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file)
@@ -314,6 +320,107 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Where cgroup v2 is mounted: /sys/fs/cgroup when it is cgroup2 (the VM), else a cgroup2
+/// mount made for the tests (hosts with a v1 or hybrid layout).
+pub fn cgroup2_root() -> PathBuf {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let is_cgroup2 = |p: &Path| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: statfs into a zeroed struct with a NUL-terminated path.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statfs(c.as_ptr(), &mut fs) };
+        rc == 0 && fs.f_type as i64 == CGROUP2_SUPER_MAGIC
+    };
+    let system = Path::new("/sys/fs/cgroup");
+    if is_cgroup2(system) {
+        return system.into();
+    }
+    let own = PathBuf::from("/run/interceptor-it-cgroup2");
+    if !is_cgroup2(&own) {
+        fs::create_dir_all(&own).expect("create cgroup2 mount point");
+        // SAFETY: mount with NUL-terminated strings; cgroup2 takes no data.
+        let rc = unsafe {
+            libc::mount(
+                c"none".as_ptr(),
+                c"/run/interceptor-it-cgroup2".as_ptr(),
+                c"cgroup2".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mount -t cgroup2: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    own
+}
+
+/// A cgroup v2 directory for one test, removed on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Self {
+        let path = cgroup2_root().join(format!("interceptor-it-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir(&path);
+        fs::create_dir(&path).expect("create cgroup");
+        Self { path }
+    }
+
+    /// A child cgroup (removed with this one).
+    pub fn child(&self, name: &str) -> PathBuf {
+        let path = self.path.join(name);
+        fs::create_dir(&path).expect("create child cgroup");
+        path
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Children first; a cgroup with processes cannot go, so give exits a moment.
+        for _ in 0..100 {
+            if let Ok(entries) = fs::read_dir(&self.path) {
+                for e in entries.flatten() {
+                    if e.path().is_dir() {
+                        let _ = fs::remove_dir(e.path());
+                    }
+                }
+            }
+            if fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Makes `cmd` move itself into the cgroup `dir` before it execs.
+pub fn in_cgroup(cmd: &mut Command, dir: &Path) {
+    use std::os::unix::process::CommandExt as _;
+    let procs = std::ffi::CString::new(
+        dir.join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls on data
+    // prepared before the fork (no allocation).
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
     }
 }
 

@@ -2,18 +2,31 @@
 //! (each copy its own inode) play the deny-listed and held binaries. Everything it observes
 //! is printed as `key=value` lines on stdout, flushed at once, for the tests to parse.
 //!
-//! Usage:
-//!   interceptor-probe touch PATH            create PATH (proves the program ran), exit 0
-//!   interceptor-probe exit CODE             exit with CODE
-//!   interceptor-probe exec PATH ARGS...     execv PATH (argv[0] = PATH); on failure print
-//!                                           exec-errno=N and exit 1
-//!   interceptor-probe spawn PATH ARGS...    fork+exec PATH, wait, print its fate as
-//!                                           child=exit:N | child=signal:N | child=spawn-errno:N
-//!   interceptor-probe sigcont-held PATH ARGS...
-//!                                           spawn PATH (expected to be held), wait until it is
-//!                                           stopped, send it SIGCONT, print child-pid=,
-//!                                           sigcont=ok|errno:N and state-after=X, then wait
-//!                                           for it and print child=...
+//! Usage (each result is printed as `key=ok` or `key=errno:N`):
+//!   touch PATH                  create PATH (proves the program ran), exit 0
+//!   exit CODE                   exit with CODE
+//!   sleep SECS                  sleep
+//!   exec PATH ARGS...           execv PATH; on failure print exec-errno=N and exit 1
+//!   spawn PATH ARGS...          fork+exec PATH, wait, print child=exit:N|signal:N|spawn-errno:N
+//!   double-fork PATH ARGS...    fork, setsid, fork again, exec PATH in the grandchild
+//!                               (whose exec failure prints exec-errno=N); the middle exits
+//!   sigcont-held MODE PATH ARGS...
+//!                               spawn PATH (expected to be held) in its own process group,
+//!                               wait until it is stopped, SIGCONT it by MODE (kill | killpg
+//!                               | pidfd), print child-pid=, sigcont=, state-after=, then wait
+//!                               for it and print child=
+//!   ptrace-attach PID           PTRACE_ATTACH (then detach): ptrace=
+//!   open-mem PID                open /proc/PID/mem read-write: mem=
+//!   traceme                     PTRACE_TRACEME: traceme=
+//!   bpf-map                     bpf(BPF_MAP_CREATE): bpf=
+//!   signal PID SIG              kill(PID, SIG): kill=
+//!   unshare-user                unshare(CLONE_NEWUSER): unshare=
+//!   memfd-exec ARGS...          copy this program into a memfd and execveat(AT_EMPTY_PATH)
+//!                               it with ARGS as its arguments
+//!   unlinked-exec DIR ARGS...   copy this program into DIR, open it, unlink it, and
+//!                               execveat(AT_EMPTY_PATH) the open file with ARGS
+//!   cgroup-move PROCS PATH ARGS...
+//!                               move to another cgroup (write 0 to PROCS), then exec PATH
 use std::{
     io::Write as _,
     os::unix::process::CommandExt as _,
@@ -22,6 +35,43 @@ use std::{
 };
 
 use interceptor_integration::{fate, proc_state};
+
+/// `key=ok` for a zero return, `key=errno:N` otherwise.
+fn report(key: &str, rc: i64) {
+    if rc >= 0 {
+        say(format!("{key}=ok"));
+    } else {
+        say(format!("{key}=errno:{}", errno()));
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+}
+
+/// execveat(fd, "", argv, environ, AT_EMPTY_PATH); returns only on failure.
+fn exec_fd(fd: i32, args: &[String]) -> ! {
+    let cargs: Vec<std::ffi::CString> = std::iter::once("probe-from-fd".to_string())
+        .chain(args.iter().cloned())
+        .map(|a| std::ffi::CString::new(a).expect("no NUL in args"))
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: NUL-terminated strings and NULL-terminated arrays that outlive the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+    }
+    say(format!("exec-errno={}", errno()));
+    std::process::exit(1);
+}
 
 fn say(line: String) {
     let mut out = std::io::stdout().lock();
@@ -58,8 +108,11 @@ fn main() {
             )),
         },
         "sigcont-held" => {
+            let mode = rest[0].as_str();
+            let rest = &rest[1..];
             let mut child = Command::new(&rest[0])
                 .args(&rest[1..])
+                .process_group(0)
                 .spawn()
                 .expect("spawn held binary");
             let pid = child.id();
@@ -73,22 +126,129 @@ fn main() {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            // SAFETY: kill with a pid we own as parent and a valid signal number.
-            let rc = unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-            let result = if rc == 0 {
-                "ok".to_string()
-            } else {
-                format!(
-                    "errno:{}",
-                    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
-                )
+            // SAFETY: signalling our own child (or its process group, or through a pidfd we
+            // open for it) with a valid signal number.
+            let rc = unsafe {
+                match mode {
+                    "kill" => libc::kill(pid as i32, libc::SIGCONT) as i64,
+                    "killpg" => libc::killpg(pid as i32, libc::SIGCONT) as i64,
+                    "pidfd" => {
+                        let fd = libc::syscall(libc::SYS_pidfd_open, pid as i32, 0);
+                        assert!(fd >= 0, "pidfd_open: errno {}", errno());
+                        libc::syscall(
+                            libc::SYS_pidfd_send_signal,
+                            fd as i32,
+                            libc::SIGCONT,
+                            std::ptr::null::<u8>(),
+                            0,
+                        )
+                    }
+                    other => panic!("unknown SIGCONT mode {other}"),
+                }
             };
-            say(format!("sigcont={result}"));
+            report("sigcont", rc);
             // Give a resumed child time to run (or show it stayed stopped).
             std::thread::sleep(Duration::from_millis(300));
             say(format!("state-after={}", state_of(pid)));
             let status = child.wait().expect("wait for held child");
             say(format!("child={}", fate(status)));
+        }
+        "sleep" => std::thread::sleep(Duration::from_secs_f64(rest[0].parse().expect("seconds"))),
+        "double-fork" => {
+            // SAFETY: fork in a single-threaded program; the children only call
+            // async-signal-safe functions or exec.
+            unsafe {
+                match libc::fork() {
+                    0 => {
+                        libc::setsid();
+                        if libc::fork() == 0 {
+                            let err = Command::new(&rest[0]).args(&rest[1..]).exec();
+                            say(format!("exec-errno={}", err.raw_os_error().unwrap_or(-1)));
+                            libc::_exit(1);
+                        }
+                        libc::_exit(0);
+                    }
+                    middle => {
+                        let mut status = 0;
+                        libc::waitpid(middle, &mut status, 0);
+                    }
+                }
+            }
+        }
+        "ptrace-attach" => {
+            let pid: i32 = rest[0].parse().expect("pid");
+            // SAFETY: ptrace requests on a pid; a successful attach is undone at once.
+            unsafe {
+                let rc = libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0);
+                report("ptrace", rc);
+                if rc == 0 {
+                    let mut status = 0;
+                    libc::waitpid(pid, &mut status, 0);
+                    libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+                }
+            }
+        }
+        "open-mem" => {
+            let result = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/proc/{}/mem", rest[0]));
+            match result {
+                Ok(_) => say("mem=ok".into()),
+                Err(e) => say(format!("mem=errno:{}", e.raw_os_error().unwrap_or(-1))),
+            }
+        }
+        // SAFETY (next arms): plain syscalls with scalar arguments or a zeroed attribute.
+        "traceme" => report("traceme", unsafe {
+            libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0)
+        }),
+        "bpf-map" => {
+            // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries.
+            let mut attr = [0u32; 32];
+            attr[..4].copy_from_slice(&[2 /* BPF_MAP_TYPE_ARRAY */, 4, 4, 1]);
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    0, /* BPF_MAP_CREATE */
+                    attr.as_ptr(),
+                    128,
+                )
+            };
+            report("bpf", rc);
+        }
+        "signal" => {
+            let pid: i32 = rest[0].parse().expect("pid");
+            let sig: i32 = rest[1].parse().expect("signal");
+            report("kill", unsafe { libc::kill(pid, sig) } as i64);
+        }
+        "unshare-user" => report("unshare", unsafe { libc::unshare(libc::CLONE_NEWUSER) }
+            as i64),
+        "memfd-exec" => {
+            let me = std::fs::read("/proc/self/exe").expect("read own binary");
+            // SAFETY: memfd_create with a NUL-terminated name; the fd is ours.
+            let fd = unsafe { libc::memfd_create(c"probe".as_ptr(), 0) };
+            assert!(fd >= 0, "memfd_create: errno {}", errno());
+            let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            file.write_all(&me).expect("fill memfd");
+            // A file open for writing cannot be executed (ETXTBSY): reopen it read-only
+            // through /proc and drop the writable descriptor.
+            let ro =
+                std::fs::File::open(format!("/proc/self/fd/{fd}")).expect("reopen memfd read-only");
+            drop(file);
+            exec_fd(std::os::fd::IntoRawFd::into_raw_fd(ro), rest);
+        }
+        "unlinked-exec" => {
+            let path = std::path::Path::new(&rest[0]).join("probe-unlinked");
+            std::fs::copy("/proc/self/exe", &path).expect("copy own binary");
+            let file = std::fs::File::open(&path).expect("open copy");
+            std::fs::remove_file(&path).expect("unlink copy");
+            exec_fd(std::os::fd::IntoRawFd::into_raw_fd(file), &rest[1..]);
+        }
+        "cgroup-move" => {
+            std::fs::write(&rest[0], "0").expect("move to cgroup");
+            let err = Command::new(&rest[1]).args(&rest[2..]).exec();
+            say(format!("exec-errno={}", err.raw_os_error().unwrap_or(-1)));
+            std::process::exit(1);
         }
         other => {
             eprintln!("interceptor-probe: unknown command {other}");
