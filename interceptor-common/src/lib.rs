@@ -62,6 +62,8 @@ pub mod exec_flags {
     /// Held so that userspace can decide (or record) from the full context, e.g. because argv
     /// was longer than the kernel's copy; the daemon answers without a human when policy allows.
     pub const USERSPACE_DECIDES: u32 = 1 << 7;
+    /// Needed the daemon, whose heartbeat was stale: refused instead of held (fail closed).
+    pub const DAEMON_DOWN: u32 = 1 << 8;
 }
 
 /// Kinds of [`ExecEvent`].
@@ -189,11 +191,30 @@ pub struct HeldTask {
     pub start_boottime: u64,
     /// The rule that asked for the hold.
     pub rule_id: u32,
+    /// The agent the process belongs to.
+    pub agent_id: u32,
+    /// The [`exec_flags`] of the held exec, so a restarted daemon can re-adopt the hold.
+    pub flags: u32,
     /// Explicit padding; always zero.
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<HeldTask>() == 16);
+const _: () = assert!(core::mem::size_of::<HeldTask>() == 24);
+
+/// Longest agent name.
+pub const AGENT_NAME_MAX: usize = 64;
+
+/// Value of the `AGENT_NAMES` map (agent id -> name), kept in the kernel only so that a
+/// restarted daemon knows the names of agents that are still running.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AgentName {
+    /// Valid bytes in `name`.
+    pub len: u32,
+    pub name: [u8; AGENT_NAME_MAX],
+}
+
+const _: () = assert!(core::mem::size_of::<AgentName>() == 4 + AGENT_NAME_MAX);
 
 /// Indices into the `COUNTERS` per-CPU array: things that went wrong in the kernel and must
 /// never go unnoticed.
@@ -216,8 +237,10 @@ pub mod counters {
     pub const USERNS_BLOCKED: u32 = 7;
     /// An agent's signal to the daemon was refused.
     pub const DAEMON_SIGNAL_BLOCKED: u32 = 8;
+    /// An agent operation that needed the daemon was refused because its heartbeat was stale.
+    pub const DAEMON_DOWN_DENIED: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Offsets of the kernel struct fields the programs read, resolved by the daemon from the
@@ -279,9 +302,12 @@ pub struct KernelConfig {
     pub scope_by_cgroup: u32,
     /// Non-zero: agents may not create user namespaces.
     pub deny_userns: u32,
+    /// How old the daemon's heartbeat (`HEARTBEAT`, CLOCK_BOOTTIME ns) may be before the
+    /// kernel considers the daemon gone and refuses agent operations that need it.
+    pub heartbeat_timeout_ms: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 20);
 
 /// How many cgroup levels below the root the kernel checks against `AGENT_CGROUPS`.
 pub const MAX_CGROUP_DEPTH: i32 = 16;
@@ -297,4 +323,5 @@ mod pod {
     unsafe impl aya::Pod for super::HeldTask {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::KernelConfig {}
+    unsafe impl aya::Pod for super::AgentName {}
 }

@@ -16,10 +16,18 @@ use interceptor_common::{
 };
 
 use crate::{
-    kernel::{agent_of, current_task, current_tgid, offsets, parent_tgid, process_start, read},
+    kernel::{
+        agent_of, current_task, current_tgid, daemon_alive, offsets, parent_tgid, process_start,
+        read,
+    },
     maps::{EVENTS, EXEC_RULES, HELD, count},
 };
 
+/// The verdict of a binary no rule names.
+const ALLOW: ExecRule = ExecRule {
+    verdict: Verdict::Allow as u32,
+    rule_id: 0,
+};
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
 const EPERM: i32 = 1;
@@ -29,7 +37,8 @@ const EPERM: i32 = 1;
 /// with EPERM and the old program carries on.
 ///
 /// Fails open only for untracked tasks; for an agent a denied binary is refused even when
-/// its event cannot be recorded (the loss is counted).
+/// its event cannot be recorded (the loss is counted), and so is an exec that would need
+/// the daemon (ask, or a nameless binary) while the daemon's heartbeat is stale.
 #[lsm(hook = "bprm_check_security")]
 pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
     let bprm: *const u8 = ctx.arg(0);
@@ -41,16 +50,21 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
     let Some(agent_id) = agent_of(&ctx, task, current_tgid()) else {
         return 0;
     };
-    let Some(binary) = binary_of(bprm) else {
-        return 0;
-    };
-    let Some(rule) = exec_rule(&binary) else {
-        return 0;
-    };
-    if rule.verdict != Verdict::Deny as u32 {
-        return 0;
+    let binary = binary_of(bprm).unwrap_or(InodeKey { dev: 0, ino: 0 });
+    let rule = exec_rule(&binary).unwrap_or(ALLOW);
+    let mut flags = exec_flags::DENIED | exec_flags::ARGV_UNAVAILABLE;
+    let nameless = read_nlink(bprm).unwrap_or(0) == 0;
+    if nameless {
+        flags |= exec_flags::UNLINKED_BINARY;
     }
-    let flags = exec_flags::DENIED | exec_flags::ARGV_UNAVAILABLE;
+    if rule.verdict != Verdict::Deny as u32 {
+        let needs_daemon = rule.verdict == Verdict::Ask as u32 || nameless;
+        if !needs_daemon || daemon_alive() {
+            return 0;
+        }
+        flags |= exec_flags::DAEMON_DOWN;
+        count(counters::DAEMON_DOWN_DENIED);
+    }
     emit(
         EventKind::ExecDenied,
         flags,
@@ -80,10 +94,7 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let binary = binary_of(bprm).unwrap_or(InodeKey { dev: 0, ino: 0 });
-    let mut rule = exec_rule(&binary).unwrap_or(ExecRule {
-        verdict: Verdict::Allow as u32,
-        rule_id: 0,
-    });
+    let mut rule = exec_rule(&binary).unwrap_or(ALLOW);
 
     let mut flags = 0;
     // A binary with no name cannot be named by a rule (memfd, or unlinked after open): it
@@ -100,10 +111,18 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     if runs && argv_size(task).is_none_or(|len| len > ARGV_MAX as u64) {
         flags |= exec_flags::USERSPACE_DECIDES;
     }
-    if rule.verdict == Verdict::Ask as u32 || flags & exec_flags::USERSPACE_DECIDES != 0 {
+    let needs_daemon =
+        rule.verdict == Verdict::Ask as u32 || flags & exec_flags::USERSPACE_DECIDES != 0;
+    if needs_daemon && !daemon_alive() {
+        // Nobody could answer a hold: refuse (fail closed).
+        count(counters::DAEMON_DOWN_DENIED);
+        flags |= exec_flags::DAEMON_DOWN | exec_flags::DENIED;
+    } else if needs_daemon {
         let held = HeldTask {
             start_boottime: process_start(task).unwrap_or(0),
             rule_id: rule.rule_id,
+            agent_id,
+            flags: flags | exec_flags::HELD,
             _pad: 0,
         };
         if HELD.insert(&tgid, &held, 0).is_ok() {

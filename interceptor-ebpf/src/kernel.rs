@@ -9,7 +9,8 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
-        bpf_probe_read_kernel, generated::bpf_get_current_ancestor_cgroup_id,
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_ktime_get_boot_ns},
     },
 };
 use aya_log_ebpf::info;
@@ -18,7 +19,7 @@ use interceptor_common::{
     tracked_flags,
 };
 
-use crate::maps::{AGENT_CGROUPS, AGENT_UIDS, TRACKED, count};
+use crate::maps::{AGENT_CGROUPS, AGENT_UIDS, HEARTBEAT, TRACKED, count};
 
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
@@ -48,6 +49,7 @@ static CONFIG: KernelConfig = KernelConfig {
     scope_by_uid: 0,
     scope_by_cgroup: 0,
     deny_userns: 0,
+    heartbeat_timeout_ms: 0,
 };
 
 /// The offsets table; every field access goes through a volatile read of it.
@@ -186,6 +188,18 @@ fn agent_by_scope(task: *const u8, tgid: u32) -> Option<u32> {
         count(counters::TRACK_FAILED);
     }
     Some(agent_id)
+}
+
+/// Whether the daemon's heartbeat is fresh. A missing or stale heartbeat means nobody can
+/// answer a hold: operations that need userspace are refused instead.
+#[inline(always)]
+pub fn daemon_alive() -> bool {
+    let Some(beat) = HEARTBEAT.get(0) else {
+        return false;
+    };
+    // SAFETY: the helper has no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    now.saturating_sub(*beat) <= config().heartbeat_timeout_ms as u64 * 1_000_000
 }
 
 /// The current process's tgid.

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     control::{self, ClientError, DEFAULT_SOCKET, Decision, PendingView, Request, Response},
     daemon::{self, DaemonOptions},
-    loader::BackendChoice,
+    loader::{self, BackendChoice, DEFAULT_PIN_DIR},
     policy::{Action, DEFAULT_POLICY, Policy},
     scope::{CgroupScope, UidScope},
 };
@@ -70,6 +70,21 @@ pub enum Command_ {
         json: bool,
     },
 
+    /// Stop enforcing: kill the tasks still held, then remove the pinned programs and maps.
+    ///
+    /// Stopping the daemon does not stop enforcement (the kernel keeps it, failing closed for
+    /// agents); this does. Refuses while a daemon is running on the socket.
+    ///
+    /// Example: interceptor unload
+    Unload {
+        /// Pin directory (bpffs) of the daemon to unload.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Show the backend in force, what it guarantees, and the kernel's failure counters.
     Status {
         /// Print JSON.
@@ -114,6 +129,16 @@ pub struct DaemonArgs {
     /// bind-mount over the paths rules name).
     #[arg(long)]
     pub allow_userns: bool,
+
+    /// Where maps and links are pinned (on bpffs; /sys/fs/bpf is mounted if needed). They
+    /// outlive the daemon, so enforcement does too; a new daemon takes them over.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+
+    /// Without a heartbeat for this long, the kernel refuses agent operations that need the
+    /// daemon (holds), until a daemon is back.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub heartbeat_timeout_ms: u32,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +242,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command_::Unload { pin_dir, json } => {
+            if control::call(&cli.socket, &Request::Status).is_ok() {
+                bail!(
+                    "a daemon is running on {}; stop it first (unloading under it would end enforcement while it believes it enforces)",
+                    cli.socket.display()
+                );
+            }
+            let killed = kill_held(&pin_dir);
+            let removed = loader::unload(&pin_dir)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "killed_held_tasks": killed, "removed_pins": removed })
+                );
+            } else {
+                for pid in &killed {
+                    println!("killed held task {pid}");
+                }
+                println!(
+                    "removed {} pins under {}; interceptor no longer enforces",
+                    removed.len(),
+                    pin_dir.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command_::Status { json } => {
             let Response::Status(status) = call(&cli.socket, &Request::Status)? else {
                 bail!("the daemon answered a status request with something else");
@@ -229,6 +280,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("           - {g}");
                 }
                 println!("daemon:    pid {}", status.daemon_pid);
+                println!("pins:      {}", status.pin_dir);
                 println!("policy:    {}", status.policy);
                 for (rule, why) in &status.unresolved_rules {
                     println!("           rule {rule} cannot match: {why}");
@@ -313,6 +365,8 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         backend: args.backend,
         scopes,
         allow_userns: args.allow_userns,
+        pin_dir: args.pin_dir,
+        heartbeat_timeout_ms: args.heartbeat_timeout_ms,
     }))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -337,6 +391,26 @@ fn run_agent(socket: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     // exec() only returns on failure; on success this process is the agent from here on.
     let err = Command::new(program).args(rest).exec();
     bail!("cannot run {program}: {err}")
+}
+
+/// Kills the tasks in a pinned `HELD` map (nobody will answer them once unloaded).
+fn kill_held(pin_dir: &Path) -> Vec<u32> {
+    let Ok(map) = aya::maps::MapData::from_pin(pin_dir.join("HELD")) else {
+        return Vec::new();
+    };
+    let Ok(held) = aya::maps::HashMap::<_, u32, interceptor_common::HeldTask>::try_from(
+        aya::maps::Map::HashMap(map),
+    ) else {
+        return Vec::new();
+    };
+    held.iter()
+        .filter_map(Result::ok)
+        .filter(|(pid, task)| {
+            let start = crate::procfs::ticks_of_boottime(task.start_boottime);
+            crate::procfs::Pidfd::open(*pid, start).is_ok_and(|p| p.signal(libc::SIGKILL).is_ok())
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 fn print_pending(requests: &[PendingView]) {

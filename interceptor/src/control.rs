@@ -77,6 +77,8 @@ pub struct Status {
     /// What this backend guarantees, in a sentence per guarantee.
     pub guarantees: Vec<String>,
     pub daemon_pid: u32,
+    /// Where the maps and links are pinned.
+    pub pin_dir: String,
     pub policy: String,
     /// Rules that cannot match because their binary is missing: (rule, why).
     pub unresolved_rules: Vec<(String, String)>,
@@ -148,6 +150,8 @@ pub struct ExecRecord {
     /// copy); the daemon then applied the kernel's verdict itself. `argv` is then the full
     /// argv read from /proc while the task was stopped.
     pub userspace_decides: bool,
+    /// Refused because it needed the daemon while the daemon was down (fail closed).
+    pub daemon_down: bool,
     pub dev: u64,
     pub ino: u64,
 }

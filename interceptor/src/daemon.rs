@@ -14,10 +14,10 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use interceptor_common::{
-    EventKind, ExecEvent, ExecRule, HeldTask, KernelConfig, TrackedTask, Verdict, counters,
-    exec_flags, tracked_flags,
+    AGENT_NAME_MAX, AgentName, EventKind, ExecEvent, ExecRule, HeldTask, InodeKey, KernelConfig,
+    TrackedTask, Verdict, counters, exec_flags, tracked_flags,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -41,6 +41,9 @@ use crate::{
 /// Generous because emulated test VMs are ~20x slower than hardware.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
+/// How often the daemon tells the kernel it is alive.
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+
 /// The rule name reported for execs held because their binary has no name.
 const UNLINKED_RULE: &str = "builtin:unlinked-binary";
 
@@ -58,6 +61,7 @@ const COUNTER_NAMES: [(u32, &str); counters::COUNT as usize] = [
     (counters::BPF_BLOCKED, "bpf_blocked"),
     (counters::USERNS_BLOCKED, "userns_blocked"),
     (counters::DAEMON_SIGNAL_BLOCKED, "daemon_signal_blocked"),
+    (counters::DAEMON_DOWN_DENIED, "daemon_down_denied"),
 ];
 
 /// How the daemon is started.
@@ -72,6 +76,11 @@ pub struct DaemonOptions {
     pub scopes: Vec<AgentScope>,
     /// Let agents create user namespaces (refused by default on the lsm backend).
     pub allow_userns: bool,
+    /// Where maps and links are pinned (bpffs).
+    pub pin_dir: PathBuf,
+    /// After this long without a heartbeat the kernel refuses agent operations that need
+    /// the daemon.
+    pub heartbeat_timeout_ms: u32,
 }
 
 /// Why the daemon could not start or stopped.
@@ -102,6 +111,8 @@ struct KernelMaps {
     tracked: BpfHashMap<MapData, u32, TrackedTask>,
     held: BpfHashMap<MapData, u32, HeldTask>,
     counters: PerCpuArray<MapData, u64>,
+    heartbeat: Array<MapData, u64>,
+    agent_names: BpfHashMap<MapData, u32, AgentName>,
 }
 
 struct Pending {
@@ -127,6 +138,7 @@ pub struct Daemon {
     unresolved: Vec<(String, String)>,
     scopes: Vec<String>,
     allow_userns: bool,
+    pin_dir: PathBuf,
     kernel: Mutex<KernelMaps>,
     state: Mutex<State>,
 }
@@ -159,31 +171,35 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     }
     let listener = bind(&options.socket)?;
 
-    // Agent ids: scopes get theirs first, in order; `run` registrations add more later.
-    let mut agents: Vec<String> = Vec::new();
-    let mut uid_scopes = Vec::new();
-    let mut cgroup_scopes = Vec::new();
+    // Resolve scopes before touching the kernel, so a bad one changes nothing.
+    let mut scopes = Vec::new();
     for scope in &options.scopes {
         let scope_err = |message: String| DaemonError::Scope {
             scope: scope.to_string(),
             message,
         };
         validate_agent_name(scope.agent()).map_err(scope_err)?;
-        let agent_id = agent_id_for(&mut agents, scope.agent());
-        match scope {
-            AgentScope::Uid { uid, .. } => uid_scopes.push((*uid, agent_id)),
+        let key = match scope {
+            AgentScope::Uid { uid, .. } => ScopeKey::Uid(*uid),
             AgentScope::Cgroup { path, .. } => {
-                cgroup_scopes.push((cgroup_id(path).map_err(scope_err)?, agent_id))
+                ScopeKey::Cgroup(cgroup_id(path).map_err(scope_err)?)
             }
-        }
+        };
+        scopes.push((key, scope.agent()));
     }
     let config = KernelConfig {
         daemon_tgid: std::process::id(),
-        scope_by_uid: !uid_scopes.is_empty() as u32,
-        scope_by_cgroup: !cgroup_scopes.is_empty() as u32,
+        scope_by_uid: scopes.iter().any(|(k, _)| matches!(k, ScopeKey::Uid(_))) as u32,
+        scope_by_cgroup: scopes.iter().any(|(k, _)| matches!(k, ScopeKey::Cgroup(_))) as u32,
         deny_userns: !options.allow_userns as u32,
+        heartbeat_timeout_ms: options.heartbeat_timeout_ms,
     };
-    let loader::Loaded { mut ebpf, backend } = loader::load(options.backend, config)?;
+    let loaded = loader::load(options.backend, config, &options.pin_dir)?;
+    let (mut ebpf, backend) = (loaded.ebpf, loaded.backend);
+    if loaded.adopted_maps {
+        info!(pin_dir = %options.pin_dir.display(), replaced_links = loaded.replaced_links,
+              "took over from an earlier daemon: tracked agents, holds and counters carried over");
+    }
     let mut kernel_log = match aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog) {
         Ok(logger) => Some(readable(logger)?),
         Err(e) => {
@@ -192,21 +208,31 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         }
     };
 
+    // Agent names survive in the kernel; scopes reuse an agent's id when it already has one.
+    let mut agent_names: BpfHashMap<MapData, u32, AgentName> = take_map(&mut ebpf, "AGENT_NAMES")?;
+    let mut agents = known_agents(&agent_names);
+    let mut uid_scopes = Vec::new();
+    let mut cgroup_scopes = Vec::new();
+    for (key, agent) in &scopes {
+        let agent_id = agent_id_for(&mut agents, agent);
+        remember_agent(&mut agent_names, agent_id, agent)?;
+        match key {
+            ScopeKey::Uid(uid) => uid_scopes.push((*uid, agent_id)),
+            ScopeKey::Cgroup(id) => cgroup_scopes.push((*id, agent_id)),
+        }
+    }
+
     let compiled = options.policy.compile();
-    let mut exec_rules: BpfHashMap<MapData, interceptor_common::InodeKey, ExecRule> =
-        take_map(&mut ebpf, "EXEC_RULES")?;
-    for rule in &compiled.exec {
+    let exec_entries = compiled.exec.iter().map(|rule| {
         let value = ExecRule {
             verdict: Verdict::from(rule.action) as u32,
             rule_id: rule.rule_id,
         };
-        exec_rules
-            .insert(rule.key, value, 0)
-            .map_err(|source| DaemonError::Map {
-                name: "EXEC_RULES",
-                source,
-            })?;
-    }
+        (rule.key, value)
+    });
+    let mut exec_rules: BpfHashMap<MapData, InodeKey, ExecRule> =
+        take_map(&mut ebpf, "EXEC_RULES")?;
+    sync_map(&mut exec_rules, "EXEC_RULES", exec_entries.collect())?;
     for (rule, why) in &compiled.unresolved {
         warn!(
             rule,
@@ -214,26 +240,13 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         );
     }
     let mut agent_uids: BpfHashMap<MapData, u32, u32> = take_map(&mut ebpf, "AGENT_UIDS")?;
-    for (uid, agent_id) in uid_scopes {
-        agent_uids
-            .insert(uid, agent_id, 0)
-            .map_err(|source| DaemonError::Map {
-                name: "AGENT_UIDS",
-                source,
-            })?;
-    }
+    sync_map(&mut agent_uids, "AGENT_UIDS", uid_scopes)?;
     let mut agent_cgroups: BpfHashMap<MapData, u64, u32> = take_map(&mut ebpf, "AGENT_CGROUPS")?;
-    for (id, agent_id) in cgroup_scopes {
-        agent_cgroups
-            .insert(id, agent_id, 0)
-            .map_err(|source| DaemonError::Map {
-                name: "AGENT_CGROUPS",
-                source,
-            })?;
-    }
+    sync_map(&mut agent_cgroups, "AGENT_CGROUPS", cgroup_scopes)?;
     for scope in &options.scopes {
         info!(%scope, "agent scope");
     }
+
     let ring: RingBuf<MapData> = take_map(&mut ebpf, "EVENTS")?;
     let daemon = Arc::new(Daemon {
         backend,
@@ -242,10 +255,13 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         policy_origin: options.policy_origin,
         scopes: options.scopes.iter().map(ToString::to_string).collect(),
         allow_userns: options.allow_userns,
+        pin_dir: options.pin_dir.clone(),
         kernel: Mutex::new(KernelMaps {
             tracked: take_map(&mut ebpf, "TRACKED")?,
             held: take_map(&mut ebpf, "HELD")?,
             counters: take_map(&mut ebpf, "COUNTERS")?,
+            heartbeat: take_map(&mut ebpf, "HEARTBEAT")?,
+            agent_names,
         }),
         state: Mutex::new(State {
             agents,
@@ -259,13 +275,16 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         policy = %daemon.policy_origin,
         exec_rules = compiled.exec.len(),
         socket = %options.socket.display(),
+        pin_dir = %options.pin_dir.display(),
         "interceptor daemon running"
     );
     for guarantee in backend.guarantees() {
         info!(backend = %backend, "{guarantee}");
     }
+    daemon.readopt_holds();
 
     let mut events = readable(ring)?;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_PERIOD);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let result = loop {
@@ -287,15 +306,89 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
+            _ = heartbeat.tick() => daemon.beat(),
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
         }
     };
-    daemon.shutdown();
     let _ = std::fs::remove_file(&options.socket);
-    info!("interceptor daemon stopped");
+    let held = lock(&daemon.kernel).held.keys().count();
+    info!(held, pin_dir = %options.pin_dir.display(),
+          "interceptor daemon stopped; the kernel keeps enforcing: held tasks stay held and agent \
+           operations that need the daemon are refused until it is back (`interceptor unload` ends enforcement)");
     drop(ebpf);
     result
+}
+
+/// A configured scope, resolved to what the kernel matches.
+enum ScopeKey {
+    Uid(u32),
+    Cgroup(u64),
+}
+
+/// Makes a pinned map hold exactly `entries`: new and changed entries are written first,
+/// then entries that are no longer wanted are deleted, so an entry that stays is never
+/// missing for a moment.
+fn sync_map<K, V>(
+    map: &mut BpfHashMap<MapData, K, V>,
+    name: &'static str,
+    entries: Vec<(K, V)>,
+) -> Result<(), DaemonError>
+where
+    K: aya::Pod + PartialEq,
+    V: aya::Pod,
+{
+    let map_err = |source| DaemonError::Map { name, source };
+    for (key, value) in &entries {
+        map.insert(*key, *value, 0).map_err(map_err)?;
+    }
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !entries.iter().any(|(e, _)| e == k))
+        .collect();
+    for key in stale {
+        map.remove(&key).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Agent names by id from the kernel's `AGENT_NAMES` (index = id - 1; gaps get a placeholder).
+fn known_agents(names: &BpfHashMap<MapData, u32, AgentName>) -> Vec<String> {
+    let mut agents = Vec::new();
+    for (id, name) in names.iter().filter_map(Result::ok) {
+        let index = id.saturating_sub(1) as usize;
+        if agents.len() <= index {
+            agents.resize_with(index + 1, String::new);
+        }
+        let len = (name.len as usize).min(AGENT_NAME_MAX);
+        agents[index] = String::from_utf8_lossy(&name.name[..len]).into_owned();
+    }
+    for (i, agent) in agents.iter_mut().enumerate() {
+        if agent.is_empty() {
+            *agent = format!("agent#{}", i + 1);
+        }
+    }
+    agents
+}
+
+fn remember_agent(
+    names: &mut BpfHashMap<MapData, u32, AgentName>,
+    agent_id: u32,
+    agent: &str,
+) -> Result<(), DaemonError> {
+    let len = agent.len().min(AGENT_NAME_MAX);
+    let mut name = AgentName {
+        len: len as u32,
+        name: [0; AGENT_NAME_MAX],
+    };
+    name.name[..len].copy_from_slice(&agent.as_bytes()[..len]);
+    names
+        .insert(agent_id, name, 0)
+        .map_err(|source| DaemonError::Map {
+            name: "AGENT_NAMES",
+            source,
+        })
 }
 
 /// Registers a ring buffer's fd with the runtime for readability.
@@ -405,6 +498,9 @@ impl Daemon {
             });
         }
         let agent_id = agent_id_for(&mut lock(&self.state).agents, agent);
+        if let Err(e) = remember_agent(&mut lock(&self.kernel).agent_names, agent_id, agent) {
+            warn!(agent, error = %e, "agent name not kept in the kernel; a restarted daemon will not know it");
+        }
         let entry = TrackedTask {
             start: start_ticks,
             agent_id,
@@ -527,6 +623,7 @@ impl Daemon {
             backend: self.backend.name().into(),
             guarantees: self.backend.guarantees(),
             daemon_pid: std::process::id(),
+            pin_dir: self.pin_dir.display().to_string(),
             policy: self.policy_origin.clone(),
             unresolved_rules: self.unresolved.clone(),
             agent_scopes: self.scopes.clone(),
@@ -582,6 +679,14 @@ impl Daemon {
     /// Turns a held exec into a pending request once the task is stopped.
     async fn adopt_hold(self: Arc<Self>, record: ExecRecord, start_boottime: u64) {
         let pid = record.pid;
+        if lock(&self.state)
+            .pending
+            .values()
+            .any(|p| p.view.pid == pid)
+        {
+            // Both the kernel's event and the HELD map (on re-adoption) name this hold.
+            return;
+        }
         let pidfd = match Pidfd::open(pid, procfs::ticks_of_boottime(start_boottime)) {
             Ok(pidfd) => pidfd,
             Err(e) => {
@@ -656,24 +761,88 @@ impl Daemon {
         state.pending.insert(id, Pending { view, pidfd });
     }
 
-    /// On shutdown nothing is left held with nobody to answer: held tasks are denied.
-    fn shutdown(&self) {
-        let pending = std::mem::take(&mut lock(&self.state).pending);
-        for (id, p) in pending {
-            warn!(
-                id,
-                pid = p.view.pid,
-                "daemon stopping: denying the held exec"
-            );
-            let _ = p.pidfd.signal(libc::SIGKILL);
+    /// Tells the kernel the daemon is alive.
+    fn beat(&self) {
+        if let Err(e) = lock(&self.kernel)
+            .heartbeat
+            .set(0, loader::boottime_ns(), 0)
+        {
+            error!(error = %e, "heartbeat failed: the kernel will refuse agent operations that need the daemon");
         }
-        let kernel = lock(&self.kernel);
-        for entry in kernel.held.iter().flatten() {
-            let (pid, held) = entry;
-            if let Ok(pidfd) = Pidfd::open(pid, procfs::ticks_of_boottime(held.start_boottime)) {
-                warn!(pid, "daemon stopping: killing a held task not yet reviewed");
-                let _ = pidfd.signal(libc::SIGKILL);
+    }
+
+    /// Turns every task left held by an earlier daemon into a pending request again (or
+    /// resumes it, if it was held only for the daemon to read its argv). Entries of
+    /// processes that are gone are dropped.
+    fn readopt_holds(self: &Arc<Self>) {
+        let held: Vec<(u32, HeldTask)> = lock(&self.kernel)
+            .held
+            .iter()
+            .filter_map(Result::ok)
+            .collect();
+        for (pid, task) in held {
+            let alive = procfs::stat(pid)
+                .is_ok_and(|st| st.start_ticks == procfs::ticks_of_boottime(task.start_boottime));
+            if !alive {
+                let _ = lock(&self.kernel).held.remove(&pid);
+                continue;
             }
+            let record = self.readopted_record(pid, &task);
+            info!(pid, agent = %record.agent, binary = %record.filename, "re-adopted a task held by an earlier daemon");
+            let daemon = self.clone();
+            tokio::spawn(async move { daemon.adopt_hold(record, task.start_boottime).await });
+        }
+    }
+
+    /// What is known of a held task from the kernel's `HELD` entry and /proc.
+    fn readopted_record(&self, pid: u32, task: &HeldTask) -> ExecRecord {
+        let stat = procfs::stat(pid).ok();
+        let seq = {
+            let mut state = lock(&self.state);
+            state.next_seq += 1;
+            state.next_seq
+        };
+        ExecRecord {
+            seq,
+            time_ms: now_ms(),
+            kind: "exec".into(),
+            agent: self.agent_name(task.agent_id),
+            agent_id: task.agent_id,
+            pid,
+            tid: pid,
+            ppid: stat.map_or(0, |s| s.ppid),
+            uid: procfs::uid(pid).unwrap_or(u32::MAX),
+            gid: u32::MAX,
+            cgroup_id: 0,
+            filename: procfs::exe(pid)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            filename_truncated: false,
+            argv: procfs::cmdline(pid).unwrap_or_default(),
+            argv_truncated: false,
+            argv_unavailable: false,
+            verdict: if task.flags & exec_flags::USERSPACE_DECIDES != 0 {
+                "allow"
+            } else {
+                "ask"
+            }
+            .into(),
+            rule: self
+                .policy
+                .rule(task.rule_id)
+                .map(|r| r.name.clone())
+                .or_else(|| {
+                    (task.flags & exec_flags::UNLINKED_BINARY != 0)
+                        .then(|| UNLINKED_RULE.to_string())
+                }),
+            held: true,
+            denied: false,
+            hold_failed: false,
+            unlinked_binary: task.flags & exec_flags::UNLINKED_BINARY != 0,
+            userspace_decides: task.flags & exec_flags::USERSPACE_DECIDES != 0,
+            daemon_down: false,
+            dev: 0,
+            ino: 0,
         }
     }
 }
@@ -738,6 +907,7 @@ fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> Exec
         hold_failed: ev.flags & exec_flags::HOLD_FAILED != 0,
         unlinked_binary: ev.flags & exec_flags::UNLINKED_BINARY != 0,
         userspace_decides: ev.flags & exec_flags::USERSPACE_DECIDES != 0,
+        daemon_down: ev.flags & exec_flags::DAEMON_DOWN != 0,
         dev: ev.dev,
         ino: ev.ino,
     }

@@ -6,9 +6,19 @@
 //! tracepoints only. Programs are named `<family>_<hook>`; the hook is derived from the
 //! name, so each hook is spelled once, in the kernel program's attribute.
 
-use std::fmt;
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
-use aya::{Ebpf, EbpfLoader, programs::Program};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData},
+    programs::{
+        Program,
+        links::{FdLink, PinnedLink},
+    },
+};
 use interceptor_common::{KernelConfig, KernelOffsets};
 use tracing::{info, warn};
 
@@ -93,6 +103,15 @@ pub enum LoadError {
     },
     #[error("the object has no program {0}")]
     MissingProgram(String),
+    #[error("pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pin {path}: {message}")]
+    Pin { path: PathBuf, message: String },
+    #[error("map: {0}")]
+    Map(String),
     #[error(
         "BPF LSM programs cannot be loaded on this kernel ({0}); the lsm backend needs \
          CONFIG_BPF_LSM=y and `bpf` in the lsm= boot parameter (use --backend auto to fall back)"
@@ -100,11 +119,20 @@ pub enum LoadError {
     LsmUnavailable(String),
 }
 
-/// The loaded programs; dropping this detaches them.
+/// The loaded programs. Their links are pinned, so they stay attached after this is dropped
+/// (and after the daemon dies) until [`unload`] or the next daemon replaces them.
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub backend: Backend,
+    /// Link pins of earlier daemons that this load replaced (already removed).
+    pub replaced_links: usize,
+    /// Whether the maps already existed (a daemon ran before: agents, holds and counters are
+    /// carried over).
+    pub adopted_maps: bool,
 }
+
+/// Where the daemon pins its maps and links unless told otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/interceptor";
 
 /// The hook a program attaches to: its name without the `<family>_` prefix.
 pub fn hook_of(program: &str) -> Option<&str> {
@@ -114,15 +142,37 @@ pub fn hook_of(program: &str) -> Option<&str> {
         .filter(|hook| !hook.is_empty())
 }
 
-/// Loads the programs with offsets from this kernel's BTF and attaches the chosen backend.
-pub fn load(choice: BackendChoice, config: KernelConfig) -> Result<Loaded, LoadError> {
+/// Nanoseconds of CLOCK_BOOTTIME, the clock of the kernel's `bpf_ktime_get_boot_ns`.
+pub fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Loads the programs with offsets from this kernel's BTF, reusing the maps pinned in
+/// `pin_dir` by an earlier daemon (or pinning new ones), beats the heartbeat once, then
+/// attaches the chosen backend and pins its links. Links pinned by earlier daemons are
+/// removed only after every new link is attached, so enforcement has no gap.
+pub fn load(
+    choice: BackendChoice,
+    config: KernelConfig,
+    pin_dir: &Path,
+) -> Result<Loaded, LoadError> {
     let offsets: KernelOffsets = Btf::from_sys_fs()?.kernel_offsets()?;
     let kernel_btf = aya::Btf::from_sys_fs()?;
+    prepare_pin_dir(pin_dir)?;
+    let adopted_maps = pin_dir.join("TRACKED").exists();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&kernel_btf))
+        .default_map_pin_directory(pin_dir)
         .override_global("KERNEL_OFFSETS", &offsets, true)
         .override_global("CONFIG", &config, true)
         .load(OBJECT)?;
+    beat(&mut ebpf)?;
 
     let names: Vec<(String, bool)> = ebpf
         .programs()
@@ -142,7 +192,7 @@ pub fn load(choice: BackendChoice, config: KernelConfig) -> Result<Loaded, LoadE
     let backend = match choice {
         BackendChoice::Tracepoint => Backend::Tracepoint,
         BackendChoice::Lsm | BackendChoice::Auto => {
-            match attach_lsm(&mut ebpf, &kernel_btf, &lsm_names) {
+            match load_lsm(&mut ebpf, &kernel_btf, &lsm_names) {
                 Ok(()) => Backend::Lsm,
                 Err(reason) if choice == BackendChoice::Auto => {
                     warn!(%reason, "BPF LSM programs cannot be loaded on this kernel; using the degraded tracepoint backend");
@@ -159,24 +209,69 @@ pub fn load(choice: BackendChoice, config: KernelConfig) -> Result<Loaded, LoadE
         }
     };
 
-    for name in tp_names {
+    let links = pin_dir.join("links");
+    let generation = format!("@{}", std::process::id());
+    let mut attach = |name: &str| -> Result<(), LoadError> {
         let hook = hook_of(name).ok_or_else(|| LoadError::MissingProgram(name.into()))?;
-        let Some(Program::BtfTracePoint(program)) = ebpf.program_mut(name) else {
-            return Err(LoadError::MissingProgram(name.into()));
-        };
         let err = |source| LoadError::Program {
             program: name.into(),
             source,
         };
-        program.load(hook, &kernel_btf).map_err(err)?;
-        program.attach().map_err(err)?;
-        info!(program = name, hook, "attached tracepoint");
+        let fd_link: FdLink = match ebpf.program_mut(name) {
+            Some(Program::Lsm(program)) => {
+                let id = program.attach().map_err(err)?;
+                program.take_link(id).map_err(err)?.into()
+            }
+            Some(Program::BtfTracePoint(program)) => {
+                program.load(hook, &kernel_btf).map_err(err)?;
+                let id = program.attach().map_err(err)?;
+                program.take_link(id).map_err(err)?.into()
+            }
+            _ => return Err(LoadError::MissingProgram(name.into())),
+        };
+        let pin = links.join(format!("{name}{generation}"));
+        fd_link.pin(&pin).map_err(|e| LoadError::Pin {
+            path: pin.clone(),
+            message: e.to_string(),
+        })?;
+        info!(program = name, hook, pin = %pin.display(), "attached and pinned");
+        Ok(())
+    };
+    if backend == Backend::Lsm {
+        lsm_names.iter().try_for_each(|name| attach(name))?;
     }
-    Ok(Loaded { ebpf, backend })
+    tp_names.iter().try_for_each(|name| attach(name))?;
+
+    // Every new link is in place: drop the previous daemon's.
+    let mut replaced_links = 0;
+    for entry in std::fs::read_dir(&links).map_err(|source| LoadError::PinDir {
+        path: links.clone(),
+        source,
+    })? {
+        let path = entry
+            .map_err(|source| LoadError::PinDir {
+                path: links.clone(),
+                source,
+            })?
+            .path();
+        if path
+            .file_name()
+            .is_some_and(|n| !n.to_string_lossy().ends_with(&generation))
+        {
+            remove_link_pin(&path)?;
+            replaced_links += 1;
+        }
+    }
+    Ok(Loaded {
+        ebpf,
+        backend,
+        replaced_links,
+        adopted_maps,
+    })
 }
 
-/// Loads and attaches every LSM program, or says why it could not.
-fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, names: &[&str]) -> Result<(), String> {
+/// Loads (verifies) every LSM program without attaching, or says why one cannot load.
+fn load_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, names: &[&str]) -> Result<(), String> {
     if names.is_empty() {
         return Err("the object has no LSM programs".into());
     }
@@ -189,12 +284,107 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, names: &[&str]) -> Result<(), Str
         program
             .load(hook, btf)
             .map_err(|e| format!("loading {name}: {}", error_chain(&e)))?;
-        program
-            .attach()
-            .map_err(|e| format!("attaching {name}: {}", error_chain(&e)))?;
-        info!(program = name, hook, "attached LSM hook");
     }
     Ok(())
+}
+
+/// Writes the heartbeat slot with the current time.
+pub fn beat(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let map = ebpf
+        .map_mut("HEARTBEAT")
+        .ok_or_else(|| LoadError::MissingProgram("map HEARTBEAT".into()))?;
+    let mut heartbeat: Array<&mut MapData, u64> =
+        Array::try_from(map).map_err(|e| LoadError::Map(e.to_string()))?;
+    heartbeat
+        .set(0, boottime_ns(), 0)
+        .map_err(|e| LoadError::Map(e.to_string()))
+}
+
+/// Makes sure `pin_dir` is on a mounted bpffs (mounting /sys/fs/bpf if it is not) and has a
+/// `links` directory.
+fn prepare_pin_dir(pin_dir: &Path) -> Result<(), LoadError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let fs_type = |p: &Path| -> Option<i64> {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: statfs into a zeroed struct with a NUL-terminated path.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
+    };
+    let bpffs_root = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(bpffs_root) && fs_type(bpffs_root) != Some(BPF_FS_MAGIC) {
+        // SAFETY: mount with NUL-terminated strings and no data.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                c"/sys/fs/bpf".as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(LoadError::PinDir {
+                path: bpffs_root.into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        info!("mounted bpffs on /sys/fs/bpf");
+    }
+    let links = pin_dir.join("links");
+    std::fs::create_dir_all(&links).map_err(|source| LoadError::PinDir {
+        path: links.clone(),
+        source,
+    })?;
+    if fs_type(pin_dir) != Some(BPF_FS_MAGIC) {
+        return Err(LoadError::PinDir {
+            path: pin_dir.into(),
+            source: std::io::Error::other("not on a bpf filesystem (mount -t bpf bpf DIR)"),
+        });
+    }
+    Ok(())
+}
+
+fn remove_link_pin(path: &Path) -> Result<(), LoadError> {
+    let pinned = PinnedLink::from_pin(path).map_err(|e| LoadError::Pin {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    // Unpinning returns the link's fd; dropping it detaches the old program.
+    let fd_link = pinned.unpin().map_err(|e| LoadError::Pin {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    drop(fd_link);
+    info!(pin = %path.display(), "removed the link of an earlier daemon");
+    Ok(())
+}
+
+/// Removes every pin under `pin_dir`: links first (the programs detach, enforcement stops),
+/// then maps. Returns what was removed.
+pub fn unload(pin_dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let dir_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LoadError::PinDir { path, source }
+    };
+    let mut removed = Vec::new();
+    let links = pin_dir.join("links");
+    if links.is_dir() {
+        for entry in std::fs::read_dir(&links).map_err(dir_err(&links))? {
+            let path = entry.map_err(dir_err(&links))?.path();
+            remove_link_pin(&path)?;
+            removed.push(path);
+        }
+        std::fs::remove_dir(&links).map_err(dir_err(&links))?;
+    }
+    if pin_dir.is_dir() {
+        for entry in std::fs::read_dir(pin_dir).map_err(dir_err(pin_dir))? {
+            let path = entry.map_err(dir_err(pin_dir))?.path();
+            std::fs::remove_file(&path).map_err(dir_err(&path))?;
+            removed.push(path);
+        }
+        std::fs::remove_dir(pin_dir).map_err(dir_err(pin_dir))?;
+    }
+    Ok(removed)
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {

@@ -59,6 +59,22 @@ pub fn exe(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe"))
 }
 
+/// The real uid of a process (first field of `Uid:` in /proc/PID/status).
+pub fn uid(pid: u32) -> io::Result<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no Uid: line in /proc/{pid}/status"),
+            )
+        })
+}
+
 /// Splits NUL-separated strings (argv as the kernel stores it).
 pub fn split_nul(raw: &[u8]) -> Vec<String> {
     let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
@@ -162,6 +178,7 @@ mod tests {
         assert!(matches!(st.state, 'R' | 'S'), "{st:?}");
         let pidfd = Pidfd::open(me, st.start_ticks).expect("pidfd for self");
         assert!(pidfd.alive());
+        assert_eq!(uid(me).unwrap(), unsafe { libc::getuid() });
         let err = Pidfd::open(me, st.start_ticks + 1).expect_err("wrong start time is refused");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
