@@ -96,7 +96,10 @@ impl Drop for TestDir {
 pub struct Daemon {
     child: Option<Child>,
     pub socket: PathBuf,
+    /// The daemon's pins (its own bpffs directory, removed with `interceptor unload` on drop).
+    pub pin_dir: PathBuf,
     log: PathBuf,
+    args: Vec<std::ffi::OsString>,
 }
 
 /// A rule given on the daemon's command line.
@@ -117,51 +120,69 @@ impl Daemon {
         let socket = dir.join("control.sock");
         let policy = dir.join("policy.toml");
         fs::write(&policy, "version = 1\n").expect("write policy");
-        let log = dir.join("daemon.log");
-        let mut cmd = Command::new(interceptor_bin());
-        cmd.arg("daemon")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--policy")
-            .arg(&policy);
+        let pin_dir = Path::new("/sys/fs/bpf").join(dir.path.file_name().expect("test dir name"));
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["daemon".into(), "--socket".into(), socket.clone().into()];
+        args.extend([
+            "--policy".into(),
+            policy.into(),
+            "--pin-dir".into(),
+            pin_dir.clone().into(),
+        ]);
         for rule in rules {
-            match rule {
-                Rule::DenyExec(p) => cmd.arg("--deny-exec").arg(p),
-                Rule::HoldExec(p) => cmd.arg("--hold-exec").arg(p),
+            let (flag, path) = match rule {
+                Rule::DenyExec(p) => ("--deny-exec", p),
+                Rule::HoldExec(p) => ("--hold-exec", p),
             };
+            args.extend([flag.into(), path.as_os_str().to_owned()]);
         }
-        cmd.args(extra);
-        let log_file = fs::File::create(&log).expect("create daemon log");
-        cmd.stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .env("NO_COLOR", "1");
-        let child = cmd.spawn().expect("start interceptor daemon");
+        args.extend(extra.iter().map(Into::into));
         let mut daemon = Daemon {
-            child: Some(child),
+            child: None,
             socket,
-            log,
+            pin_dir,
+            log: dir.join("daemon.log"),
+            args,
         };
+        daemon.spawn();
+        daemon
+    }
 
+    /// Starts the daemon process (appending to its log) and waits until it answers with the
+    /// expected backend.
+    fn spawn(&mut self) {
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open daemon log");
+        let child = Command::new(interceptor_bin())
+            .args(&self.args)
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start interceptor daemon");
+        self.child = Some(child);
         let deadline = Instant::now() + PATIENCE;
         let status = loop {
-            if let Some(exit) = daemon
+            if let Some(exit) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 panic!(
                     "daemon exited during startup ({exit}):\n{}",
-                    daemon.log_text()
+                    self.log_text()
                 );
             }
-            let out = daemon.cli(&["status", "--json"]);
+            let out = self.cli(&["status", "--json"]);
             if out.status.success() {
                 break serde_json::from_slice::<Value>(&out.stdout).expect("status is JSON");
             }
             assert!(
                 Instant::now() < deadline,
                 "daemon did not answer within {PATIENCE:?}:\n{}",
-                daemon.log_text()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         };
@@ -173,9 +194,21 @@ impl Daemon {
             status["backend"],
             want,
             "daemon chose the wrong backend:\n{}",
-            daemon.log_text()
+            self.log_text()
         );
-        daemon
+    }
+
+    /// Kills the daemon with SIGKILL (no cleanup of any kind) and waits for it to be gone.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        child.kill().expect("SIGKILL the daemon");
+        child.wait().expect("reap the daemon");
+    }
+
+    /// Starts a new daemon with the same arguments (and pins) as the first.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the daemon before restarting it");
+        self.spawn();
     }
 
     pub fn log_text(&self) -> String {
@@ -267,6 +300,14 @@ impl Drop for Daemon {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Enforcement outlives the daemon by design; end it, or it would outlive the test.
+        let unload = self.cli(&["unload", "--pin-dir", self.pin_dir.to_str().unwrap()]);
+        if !unload.status.success() {
+            eprintln!(
+                "interceptor unload failed: {}",
+                String::from_utf8_lossy(&unload.stderr)
+            );
         }
         if std::thread::panicking() {
             eprintln!(

@@ -25,6 +25,7 @@
 //!                               it with ARGS as its arguments
 //!   unlinked-exec DIR ARGS...   copy this program into DIR, open it, unlink it, and
 //!                               execveat(AT_EMPTY_PATH) the open file with ARGS
+//!   after FILE ARGS...          wait until FILE exists, then exec this program with ARGS
 //!   cgroup-move PROCS PATH ARGS...
 //!                               move to another cgroup (write 0 to PROCS), then exec PATH
 use std::{
@@ -243,6 +244,16 @@ fn main() {
             let file = std::fs::File::open(&path).expect("open copy");
             std::fs::remove_file(&path).expect("unlink copy");
             exec_fd(std::os::fd::IntoRawFd::into_raw_fd(file), &rest[1..]);
+        }
+        "after" => {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !std::path::Path::new(&rest[0]).exists() {
+                assert!(Instant::now() < deadline, "gate {} never opened", rest[0]);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let err = Command::new("/proc/self/exe").args(&rest[1..]).exec();
+            say(format!("exec-errno={}", err.raw_os_error().unwrap_or(-1)));
+            std::process::exit(1);
         }
         "cgroup-move" => {
             std::fs::write(&rest[0], "0").expect("move to cgroup");
