@@ -85,6 +85,21 @@ pub enum Command_ {
         json: bool,
     },
 
+    /// Check what this host can enforce: kernel, LSM list, BTF, which kernel programs load
+    /// (as root), the backend that follows and exactly what it guarantees, pins, daemon.
+    ///
+    /// Exits 1 when no backend can run here.
+    ///
+    /// Example: sudo interceptor doctor
+    Doctor {
+        /// Pin directory to inspect.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Show the backend in force, what it guarantees, and the kernel's failure counters.
     Status {
         /// Print JSON.
@@ -241,6 +256,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command_::Doctor { pin_dir, json } => {
+            let report = crate::doctor::examine(&pin_dir, &cli.socket);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::doctor::render(&report));
+            }
+            Ok(if report.usable() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command_::Unload { pin_dir, json } => {
             if control::call(&cli.socket, &Request::Status).is_ok() {

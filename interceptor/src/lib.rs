@@ -7,6 +7,7 @@
 //! - [`policy`]: the exec rule list and its compilation to kernel map entries;
 //! - [`daemon`]: events, holds, approvals, the control socket server;
 //! - [`control`]: the control socket protocol and client;
+//! - [`doctor`]: what this host can enforce;
 //! - [`procfs`]: /proc readers and pidfd signalling;
 //! - [`scope`]: agents by uid and cgroup;
 //! - [`cli`]: the command line.
@@ -15,6 +16,7 @@ pub mod btf;
 pub mod cli;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod loader;
 pub mod policy;
 pub mod procfs;

@@ -270,6 +270,57 @@ pub fn load(
     })
 }
 
+/// Whether one of our programs passes this kernel's verifier.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProgramProbe {
+    pub program: String,
+    /// `lsm` or `tp_btf`.
+    pub kind: &'static str,
+    pub hook: String,
+    pub loads: bool,
+    pub error: Option<String>,
+}
+
+/// Loads (without attaching) every program of the object on this kernel, in a scratch pin
+/// directory that is removed afterwards. Nothing is enforced while probing.
+pub fn probe_programs() -> Result<Vec<ProgramProbe>, LoadError> {
+    let offsets: KernelOffsets = Btf::from_sys_fs()?.kernel_offsets()?;
+    let kernel_btf = aya::Btf::from_sys_fs()?;
+    let scratch = PathBuf::from(format!(
+        "/sys/fs/bpf/interceptor-probe-{}",
+        std::process::id()
+    ));
+    prepare_pin_dir(&scratch)?;
+    let result = (|| {
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kernel_btf))
+            .default_map_pin_directory(&scratch)
+            .override_global("KERNEL_OFFSETS", &offsets, true)
+            .override_global("CONFIG", &KernelConfig::default(), true)
+            .load(OBJECT)?;
+        let mut probes = Vec::new();
+        for (name, program) in ebpf.programs_mut() {
+            let hook = hook_of(name).unwrap_or_default().to_string();
+            let (kind, loaded) = match program {
+                Program::Lsm(p) => ("lsm", p.load(&hook, &kernel_btf)),
+                Program::BtfTracePoint(p) => ("tp_btf", p.load(&hook, &kernel_btf)),
+                _ => continue,
+            };
+            probes.push(ProgramProbe {
+                program: name.to_string(),
+                kind,
+                hook,
+                loads: loaded.is_ok(),
+                error: loaded.err().map(|e| error_chain(&e)),
+            });
+        }
+        probes.sort_by(|a, b| a.program.cmp(&b.program));
+        Ok(probes)
+    })();
+    unload(&scratch)?;
+    result
+}
+
 /// Loads (verifies) every LSM program without attaching, or says why one cannot load.
 fn load_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, names: &[&str]) -> Result<(), String> {
     if names.is_empty() {

@@ -6,6 +6,11 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command_::Daemon(_)) {
+        // A reader that goes away (`| head`) ends a listing quietly, as with other tools.
+        // SAFETY: restoring the default disposition of a signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // The daemon logs its work; the client commands only log problems.
     let default_level = if matches!(cli.command, Command_::Daemon(_)) {
         "info"
