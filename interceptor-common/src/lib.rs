@@ -64,16 +64,27 @@ pub mod exec_flags {
     pub const USERSPACE_DECIDES: u32 = 1 << 7;
     /// Needed the daemon, whose heartbeat was stale: refused instead of held (fail closed).
     pub const DAEMON_DOWN: u32 = 1 << 8;
+    /// (opens) Refused now with a pending request: an approval installs a grant and the
+    /// agent's retry succeeds (a hold cannot undo a write, create or truncate).
+    pub const PENDING: u32 = 1 << 9;
+    /// (opens) Allowed by a just-in-time grant.
+    pub const GRANTED: u32 = 1 << 10;
+    /// (opens) The path could not be resolved (d_path failed): refused (fail closed).
+    pub const PATH_UNRESOLVED: u32 = 1 << 11;
+    /// (held tasks) The hold is on an open, not an exec.
+    pub const OPEN: u32 = 1 << 12;
 }
 
-/// Kinds of [`ExecEvent`].
+/// Kinds of events in the `EVENTS` ring buffer; every event starts with its kind (`u32`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A tracked task ran a new program (sched_process_exec).
+    /// A tracked task ran a new program (sched_process_exec): an [`ExecEvent`].
     Exec = 1,
-    /// A tracked task's exec was refused in bprm_check_security (lsm backend).
+    /// A tracked task's exec was refused in bprm_check_security (lsm backend): an [`ExecEvent`].
     ExecDenied = 2,
+    /// A tracked task opened a file a rule names (file_open, lsm backend): an [`OpenEvent`].
+    Open = 3,
 }
 
 impl EventKind {
@@ -82,9 +93,112 @@ impl EventKind {
         match raw {
             1 => Some(Self::Exec),
             2 => Some(Self::ExecDenied),
+            3 => Some(Self::Open),
             _ => None,
         }
     }
+}
+
+/// Bits of an open's access mode (in rules, events and grants).
+pub mod access {
+    pub const READ: u32 = 1 << 0;
+    pub const WRITE: u32 = 1 << 1;
+    /// The open created the file.
+    pub const CREATE: u32 = 1 << 2;
+    /// O_TRUNC.
+    pub const TRUNCATE: u32 = 1 << 3;
+    /// Every mode.
+    pub const ALL: u32 = READ | WRITE | CREATE | TRUNCATE;
+}
+
+/// Bytes of the resolved path carried in an [`OpenEvent`].
+pub const OPEN_PATH_MAX: usize = 1024;
+
+/// Bytes of a path the `OPEN_PATHS` trie matches on. Exact rules include the path's
+/// terminating NUL in their key, so they only match the whole path; prefix rules (a directory
+/// with its trailing `/`) do not.
+pub const RULE_PATH_MAX: usize = 256;
+
+/// Value of the open rule maps (`OPEN_INODES`, `OPEN_PATHS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenRule {
+    /// A [`Verdict`].
+    pub verdict: u32,
+    /// Index of the rule in the daemon's policy.
+    pub rule_id: u32,
+    /// The [`access`] modes the rule applies to.
+    pub access: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<OpenRule>() == 16);
+
+/// One open by a tracked task that a rule matched, written into `EVENTS`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenEvent {
+    /// [`EventKind::Open`].
+    pub kind: u32,
+    /// [`exec_flags`] bits (HELD, DENIED, PENDING, GRANTED, DAEMON_DOWN, PATH_UNRESOLVED).
+    pub flags: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub agent_id: u32,
+    /// The [`Verdict`] of the matching rule.
+    pub verdict: u32,
+    pub rule_id: u32,
+    /// The [`access`] modes of this open.
+    pub access: u32,
+    /// Valid bytes in `path` (without the NUL).
+    pub path_len: u32,
+    pub start_boottime: u64,
+    pub dev: u64,
+    pub ino: u64,
+    /// The resolved path (d_path), cut at [`OPEN_PATH_MAX`].
+    pub path: [u8; OPEN_PATH_MAX],
+}
+
+const _: () = assert!(core::mem::size_of::<OpenEvent>() == 64 + OPEN_PATH_MAX);
+
+/// Key of the `GRANTS` map: what one agent may do to one file without asking.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GrantKey {
+    pub agent_id: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<GrantKey>() == 24);
+
+/// Value of the `GRANTS` map. The kernel deletes a grant when it expires or is used up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// CLOCK_BOOTTIME ns after which the grant is void.
+    pub expires_boot_ns: u64,
+    /// Opens left (each allowed open uses one).
+    pub uses_left: u32,
+    /// The [`access`] modes granted.
+    pub access: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Grant>() == 16);
+
+/// Per-CPU scratch space of `open_file_open`: too big for the 512-byte stack.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenScratch {
+    /// LPM trie key: prefix length in bits, then the path's first bytes.
+    pub prefix_len: u32,
+    pub key: [u8; RULE_PATH_MAX],
+    /// The whole resolved path from d_path.
+    pub path: [u8; 4096],
 }
 
 /// One exec by a tracked task, written into the `EVENTS` ring buffer.
@@ -239,8 +353,12 @@ pub mod counters {
     pub const DAEMON_SIGNAL_BLOCKED: u32 = 8;
     /// An agent operation that needed the daemon was refused because its heartbeat was stale.
     pub const DAEMON_DOWN_DENIED: u32 = 9;
+    /// An agent's open was refused by a rule (deny, or ask on a write that is now pending).
+    pub const OPEN_DENIED: u32 = 10;
+    /// An agent's open could not be resolved to a path and was refused.
+    pub const OPEN_UNRESOLVED: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
 }
 
 /// Offsets of the kernel struct fields the programs read, resolved by the daemon from the
@@ -285,9 +403,13 @@ pub struct KernelOffsets {
     pub inode_nlink: u32,
     /// `super_block.s_dev`
     pub sb_dev: u32,
+    /// `file.f_flags`
+    pub file_flags: u32,
+    /// `file.f_mode`
+    pub file_mode: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 18 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 20 * 4);
 
 /// Settings passed to the programs as the global `CONFIG`.
 #[repr(C)]
@@ -305,9 +427,11 @@ pub struct KernelConfig {
     /// How old the daemon's heartbeat (`HEARTBEAT`, CLOCK_BOOTTIME ns) may be before the
     /// kernel considers the daemon gone and refuses agent operations that need it.
     pub heartbeat_timeout_ms: u32,
+    /// Non-zero when open rules exist (agents' opens are checked only then).
+    pub check_opens: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelConfig>() == 20);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 24);
 
 /// How many cgroup levels below the root the kernel checks against `AGENT_CGROUPS`.
 pub const MAX_CGROUP_DEPTH: i32 = 16;
@@ -324,4 +448,8 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::KernelConfig {}
     unsafe impl aya::Pod for super::AgentName {}
+    unsafe impl aya::Pod for super::OpenRule {}
+    unsafe impl aya::Pod for super::OpenEvent {}
+    unsafe impl aya::Pod for super::GrantKey {}
+    unsafe impl aya::Pod for super::Grant {}
 }

@@ -17,8 +17,8 @@ use interceptor_common::{
 
 use crate::{
     kernel::{
-        agent_of, current_task, current_tgid, daemon_alive, offsets, parent_tgid, process_start,
-        read,
+        agent_of, current_task, current_tgid, daemon_alive, file_identity, offsets, parent_tgid,
+        process_start, read,
     },
     maps::{EVENTS, EXEC_RULES, HELD, count},
 };
@@ -171,19 +171,11 @@ fn read_nlink(bprm: *const u8) -> Option<u32> {
     read(inode, off.inode_nlink).ok()
 }
 
-/// The binary's identity: `bprm->file->f_inode->{i_sb->s_dev, i_ino}`.
+/// The binary's identity: `bprm->file`'s device and inode.
 #[inline(always)]
 fn binary_of(bprm: *const u8) -> Option<InodeKey> {
-    let off = offsets();
-    let file: *const u8 = read(bprm, off.bprm_file).ok()?;
-    let inode: *const u8 = read(file, off.file_inode).ok()?;
-    let ino: u64 = read(inode, off.inode_ino).ok()?;
-    let sb: *const u8 = read(inode, off.inode_sb).ok()?;
-    let dev: u32 = read(sb, off.sb_dev).ok()?;
-    Some(InodeKey {
-        dev: dev as u64,
-        ino,
-    })
+    let file: *const u8 = read(bprm, offsets().bprm_file).ok()?;
+    file_identity(file)
 }
 
 #[inline(always)]

@@ -15,8 +15,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use interceptor_common::{
-    KernelConfig, KernelOffsets, MAX_CGROUP_DEPTH, NSEC_PER_CLOCK_TICK, TrackedTask, counters,
-    tracked_flags,
+    InodeKey, KernelConfig, KernelOffsets, MAX_CGROUP_DEPTH, NSEC_PER_CLOCK_TICK, TrackedTask,
+    counters, tracked_flags,
 };
 
 use crate::maps::{AGENT_CGROUPS, AGENT_UIDS, HEARTBEAT, TRACKED, count};
@@ -41,6 +41,8 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     inode_sb: 0,
     inode_nlink: 0,
     sb_dev: 0,
+    file_flags: 0,
+    file_mode: 0,
 };
 
 #[unsafe(no_mangle)]
@@ -50,6 +52,7 @@ static CONFIG: KernelConfig = KernelConfig {
     scope_by_cgroup: 0,
     deny_userns: 0,
     heartbeat_timeout_ms: 0,
+    check_opens: 0,
 };
 
 /// The offsets table; every field access goes through a volatile read of it.
@@ -200,6 +203,20 @@ pub fn daemon_alive() -> bool {
     // SAFETY: the helper has no arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     now.saturating_sub(*beat) <= config().heartbeat_timeout_ms as u64 * 1_000_000
+}
+
+/// A file's identity: `file->f_inode->{i_sb->s_dev, i_ino}`.
+#[inline(always)]
+pub fn file_identity(file: *const u8) -> Option<InodeKey> {
+    let off = offsets();
+    let inode: *const u8 = read(file, off.file_inode).ok()?;
+    let ino: u64 = read(inode, off.inode_ino).ok()?;
+    let sb: *const u8 = read(inode, off.inode_sb).ok()?;
+    let dev: u32 = read(sb, off.sb_dev).ok()?;
+    Some(InodeKey {
+        dev: dev as u64,
+        ino,
+    })
 }
 
 /// The current process's tgid.

@@ -8,6 +8,7 @@ mod exec;
 mod guard;
 mod kernel;
 mod maps;
+mod open;
 mod signal;
 mod tracking;
 

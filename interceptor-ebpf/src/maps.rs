@@ -6,9 +6,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use interceptor_common::{AgentName, ExecRule, HeldTask, InodeKey, TrackedTask, counters};
+use interceptor_common::{
+    AgentName, ExecRule, Grant, GrantKey, HeldTask, InodeKey, OpenRule, OpenScratch, RULE_PATH_MAX,
+    TrackedTask, counters,
+};
 
 /// Agent processes, keyed by tgid. Filled by the daemon at registration and by
 /// `tracking_sched_process_fork` for every child of a tracked process; emptied at exit.
@@ -36,7 +39,25 @@ pub static HELD: HashMap<u32, HeldTask> = HashMap::pinned(4_096, 0);
 #[map]
 pub static EXEC_RULES: HashMap<InodeKey, ExecRule> = HashMap::pinned(4_096, 0);
 
-/// Exec events for the daemon (`interceptor_common::ExecEvent`).
+/// Open rules by the file's identity (device, inode): every name of the file.
+#[map]
+pub static OPEN_INODES: HashMap<InodeKey, OpenRule> = HashMap::pinned(4_096, 0);
+
+/// Open rules by path: exact paths (key includes the terminating NUL) and directory
+/// prefixes (key ends with `/`), longest match wins.
+#[map]
+pub static OPEN_PATHS: LpmTrie<[u8; RULE_PATH_MAX], OpenRule> = LpmTrie::pinned(4_096, 0);
+
+/// Just-in-time grants: an agent may open one file in the granted modes, until the grant
+/// expires or is used up; the kernel deletes it then.
+#[map]
+pub static GRANTS: HashMap<GrantKey, Grant> = HashMap::pinned(4_096, 0);
+
+/// Scratch space for `open_file_open` (path buffer and trie key); holds no state.
+#[map]
+pub static OPEN_SCRATCH: PerCpuArray<OpenScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Events for the daemon (`interceptor_common::ExecEvent` and `OpenEvent`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
 

@@ -316,6 +316,8 @@ impl Btf {
             inode_sb: self.field_sized("inode", "i_sb", PTR)?,
             inode_nlink: self.field_sized("inode", "i_nlink", 4)?,
             sb_dev: self.field_sized("super_block", "s_dev", 4)?,
+            file_flags: self.field_sized("file", "f_flags", 4)?,
+            file_mode: self.field_sized("file", "f_mode", 4)?,
         })
     }
 }

@@ -14,9 +14,13 @@ use crate::{
     control::{self, ClientError, DEFAULT_SOCKET, Decision, PendingView, Request, Response},
     daemon::{self, DaemonOptions},
     loader::{self, BackendChoice, DEFAULT_PIN_DIR},
+    open_rules::OpenRuleSpec,
     policy::{Action, DEFAULT_POLICY, Policy},
     scope::{CgroupScope, UidScope},
 };
+
+/// The daemon's configuration directory; agents may not open anything in it.
+pub const DAEMON_CONFIG_DIR: &str = "/etc/interceptor/";
 
 /// Where an installed policy lives; the built-in default applies when it is absent.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/interceptor/policy.toml";
@@ -127,6 +131,21 @@ pub struct DaemonArgs {
     #[arg(long = "hold-exec", value_name = "PATH")]
     pub hold_exec: Vec<String>,
 
+    /// Refuse agents' opens of this file, or of everything below DIR/ (repeatable).
+    ///
+    /// Example: --deny-open /etc/shadow --deny-open /root/.ssh/
+    #[arg(long = "deny-open", value_name = "PATH")]
+    pub deny_open: Vec<String>,
+
+    /// Ask before agents open this file or anything below DIR/: reads are held, writes are
+    /// refused until approved and then retried (repeatable).
+    #[arg(long = "hold-open", value_name = "PATH")]
+    pub hold_open: Vec<String>,
+
+    /// Record agents' opens of this file or anything below DIR/ (repeatable).
+    #[arg(long = "audit-open", value_name = "PATH")]
+    pub audit_open: Vec<String>,
+
     /// Every process of this uid is an agent (named NAME, default uid-UID) (repeatable).
     ///
     /// Example: --agent-uid 1001=copilot
@@ -182,12 +201,20 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Let a held operation run.
+    /// Let a held operation run, or grant a pending open so the agent's retry succeeds.
     ///
     /// Example: interceptor approvals approve 3
+    ///
+    /// Example: interceptor approvals approve 4 --uses 5 --ttl 600
     Approve {
         /// Request id from `interceptor approvals list`.
         id: u64,
+        /// For a pending open: opens the grant allows (1..=1000).
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// For a pending open: seconds the grant lasts (1..=86400).
+        #[arg(long, default_value_t = 300)]
+        ttl: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -221,8 +248,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command_::Approvals(ApprovalsCommand::Approve { id, json }) => {
-            decide(&cli.socket, Request::Approve { id }, json)
+        Command_::Approvals(ApprovalsCommand::Approve {
+            id,
+            uses,
+            ttl,
+            json,
+        }) => {
+            let request = Request::Approve {
+                id,
+                grant_uses: Some(uses),
+                grant_ttl_secs: Some(ttl),
+            };
+            decide(&cli.socket, request, json)
         }
         Command_::Approvals(ApprovalsCommand::Deny { id, json }) => {
             decide(&cli.socket, Request::Deny { id }, json)
@@ -380,6 +417,23 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // The daemon's own configuration is never an agent's to read or change.
+    let mut daemon_files = vec![DAEMON_CONFIG_DIR.to_string()];
+    if let Some(path) = args
+        .policy
+        .as_ref()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+    {
+        daemon_files.push(path.display().to_string());
+    }
+    let mut open_rules = OpenRuleSpec::daemon_files(&daemon_files);
+    for (action, paths) in [
+        (Action::Deny, &args.deny_open),
+        (Action::Ask, &args.hold_open),
+        (Action::Audit, &args.audit_open),
+    ] {
+        open_rules.extend(paths.iter().map(|p| OpenRuleSpec::from_flag(action, p)));
+    }
     let scopes = args
         .agent_uid
         .into_iter()
@@ -395,6 +449,7 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         allow_userns: args.allow_userns,
         pin_dir: args.pin_dir,
         heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+        open_rules,
     }))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -27,8 +27,16 @@ pub enum Request {
     Status,
     /// Held operations waiting for a decision.
     ListApprovals,
-    /// Resume a held operation.
-    Approve { id: u64 },
+    /// Resume a held operation, or grant a pending open (the agent's retry then succeeds).
+    Approve {
+        id: u64,
+        /// For a pending open: how many opens the grant allows (default 1).
+        #[serde(default)]
+        grant_uses: Option<u32>,
+        /// For a pending open: how long the grant lasts, seconds (default 300).
+        #[serde(default)]
+        grant_ttl_secs: Option<u64>,
+    },
     /// Kill a held operation.
     Deny { id: u64 },
     /// The most recent exec events, oldest first.
@@ -96,6 +104,11 @@ pub struct Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingView {
     pub id: u64,
+    /// `exec` (held before its first instruction) or `open` (a read held after the open,
+    /// or a write refused until approved).
+    pub operation: String,
+    /// For opens: the access modes asked for.
+    pub access: Vec<String>,
     pub agent: String,
     pub pid: u32,
     pub ppid: u32,
@@ -152,6 +165,14 @@ pub struct ExecRecord {
     pub userspace_decides: bool,
     /// Refused because it needed the daemon while the daemon was down (fail closed).
     pub daemon_down: bool,
+    /// For opens: the access modes (read, write, create, truncate).
+    pub access: Vec<String>,
+    /// For opens: refused now, pending a reviewer's grant.
+    pub pending: bool,
+    /// For opens: allowed by a just-in-time grant.
+    pub granted: bool,
+    /// For opens: the path could not be resolved, so the open was refused.
+    pub path_unresolved: bool,
     pub dev: u64,
     pub ino: u64,
 }
@@ -225,7 +246,11 @@ mod tests {
             },
             Request::Status,
             Request::ListApprovals,
-            Request::Approve { id: 7 },
+            Request::Approve {
+                id: 7,
+                grant_uses: Some(3),
+                grant_ttl_secs: None,
+            },
             Request::Deny { id: 8 },
             Request::Events { limit: Some(3) },
         ] {
@@ -234,7 +259,11 @@ mod tests {
         }
         assert_eq!(
             parse_request(r#"{"op":"approve","id":3}"#).unwrap(),
-            Request::Approve { id: 3 }
+            Request::Approve {
+                id: 3,
+                grant_uses: None,
+                grant_ttl_secs: None
+            }
         );
         assert!(
             parse_request(r#"{"op":"approve","id":3,"as":"root"}"#)

@@ -14,10 +14,14 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
+    lpm_trie::{Key as LpmKey, LpmTrie},
+};
 use interceptor_common::{
-    AGENT_NAME_MAX, AgentName, EventKind, ExecEvent, ExecRule, HeldTask, InodeKey, KernelConfig,
-    TrackedTask, Verdict, counters, exec_flags, tracked_flags,
+    AGENT_NAME_MAX, AgentName, EventKind, ExecEvent, ExecRule, Grant, GrantKey, HeldTask, InodeKey,
+    KernelConfig, OpenEvent, OpenRule, RULE_PATH_MAX, TrackedTask, Verdict, counters, exec_flags,
+    tracked_flags,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -32,6 +36,7 @@ use crate::{
         Decision, ExecRecord, MAX_REQUEST, PendingView, Request, Response, Status, parse_request,
     },
     loader::{self, Backend, BackendChoice, KernelLog},
+    open_rules::{self, OPEN_RULE_ID_BASE, OpenRuleSpec, access_names},
     policy::Policy,
     procfs::{self, Pidfd},
     scope::{AgentScope, cgroup_id, validate_agent_name},
@@ -62,6 +67,8 @@ const COUNTER_NAMES: [(u32, &str); counters::COUNT as usize] = [
     (counters::USERNS_BLOCKED, "userns_blocked"),
     (counters::DAEMON_SIGNAL_BLOCKED, "daemon_signal_blocked"),
     (counters::DAEMON_DOWN_DENIED, "daemon_down_denied"),
+    (counters::OPEN_DENIED, "open_denied"),
+    (counters::OPEN_UNRESOLVED, "open_unresolved"),
 ];
 
 /// How the daemon is started.
@@ -81,6 +88,8 @@ pub struct DaemonOptions {
     /// After this long without a heartbeat the kernel refuses agent operations that need
     /// the daemon.
     pub heartbeat_timeout_ms: u32,
+    /// Open rules (the daemon adds its own files' protection).
+    pub open_rules: Vec<OpenRuleSpec>,
 }
 
 /// Why the daemon could not start or stopped.
@@ -101,6 +110,8 @@ pub enum DaemonError {
     AlreadyRunning(PathBuf),
     #[error("control socket {path}: {source}")]
     Socket { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    OpenRules(String),
     #[error("agent scope {scope}: {message}")]
     Scope { scope: String, message: String },
     #[error("{0}")]
@@ -113,11 +124,17 @@ struct KernelMaps {
     counters: PerCpuArray<MapData, u64>,
     heartbeat: Array<MapData, u64>,
     agent_names: BpfHashMap<MapData, u32, AgentName>,
+    grants: BpfHashMap<MapData, GrantKey, Grant>,
 }
 
 struct Pending {
     view: PendingView,
-    pidfd: Pidfd,
+    /// The held task (exec holds, read-open holds).
+    pidfd: Option<Pidfd>,
+    /// For an open refused now and pending: what an approval grants (the agent retries).
+    grant: Option<GrantKey>,
+    /// The access modes asked for.
+    access: u32,
 }
 
 #[derive(Default)]
@@ -139,6 +156,7 @@ pub struct Daemon {
     scopes: Vec<String>,
     allow_userns: bool,
     pin_dir: PathBuf,
+    open_rules: Vec<OpenRuleSpec>,
     kernel: Mutex<KernelMaps>,
     state: Mutex<State>,
 }
@@ -193,7 +211,9 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         scope_by_cgroup: scopes.iter().any(|(k, _)| matches!(k, ScopeKey::Cgroup(_))) as u32,
         deny_userns: !options.allow_userns as u32,
         heartbeat_timeout_ms: options.heartbeat_timeout_ms,
+        check_opens: !options.open_rules.is_empty() as u32,
     };
+    let open_compiled = open_rules::compile(&options.open_rules).map_err(DaemonError::OpenRules)?;
     let loaded = loader::load(options.backend, config, &options.pin_dir)?;
     let (mut ebpf, backend) = (loaded.ebpf, loaded.backend);
     if loaded.adopted_maps {
@@ -246,6 +266,19 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     for scope in &options.scopes {
         info!(%scope, "agent scope");
     }
+    let mut open_inodes: BpfHashMap<MapData, InodeKey, OpenRule> =
+        take_map(&mut ebpf, "OPEN_INODES")?;
+    sync_map(
+        &mut open_inodes,
+        "OPEN_INODES",
+        open_compiled.inodes.clone(),
+    )?;
+    let mut open_paths: LpmTrie<MapData, [u8; RULE_PATH_MAX], OpenRule> =
+        take_map(&mut ebpf, "OPEN_PATHS")?;
+    sync_trie(&mut open_paths, &open_compiled.paths)?;
+    for rule in &options.open_rules {
+        info!(rule = %rule.name, path = %rule.path, action = ?rule.action, "open rule");
+    }
 
     let ring: RingBuf<MapData> = take_map(&mut ebpf, "EVENTS")?;
     let daemon = Arc::new(Daemon {
@@ -256,12 +289,14 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         scopes: options.scopes.iter().map(ToString::to_string).collect(),
         allow_userns: options.allow_userns,
         pin_dir: options.pin_dir.clone(),
+        open_rules: options.open_rules.clone(),
         kernel: Mutex::new(KernelMaps {
             tracked: take_map(&mut ebpf, "TRACKED")?,
             held: take_map(&mut ebpf, "HELD")?,
             counters: take_map(&mut ebpf, "COUNTERS")?,
             heartbeat: take_map(&mut ebpf, "HEARTBEAT")?,
             agent_names,
+            grants: take_map(&mut ebpf, "GRANTS")?,
         }),
         state: Mutex::new(State {
             agents,
@@ -349,6 +384,34 @@ where
         .collect();
     for key in stale {
         map.remove(&key).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Like [`sync_map`], for the open-path trie.
+fn sync_trie(
+    trie: &mut LpmTrie<MapData, [u8; RULE_PATH_MAX], OpenRule>,
+    entries: &[(u32, [u8; RULE_PATH_MAX], OpenRule)],
+) -> Result<(), DaemonError> {
+    let map_err = |source| DaemonError::Map {
+        name: "OPEN_PATHS",
+        source,
+    };
+    for (bits, key, value) in entries {
+        trie.insert(&LpmKey::new(*bits, *key), *value, 0)
+            .map_err(map_err)?;
+    }
+    let stale: Vec<LpmKey<[u8; RULE_PATH_MAX]>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| {
+            !entries
+                .iter()
+                .any(|(bits, key, _)| *bits == k.prefix_len() && *key == k.data())
+        })
+        .collect();
+    for key in stale {
+        trie.remove(&key).map_err(map_err)?;
     }
     Ok(())
 }
@@ -462,12 +525,17 @@ impl Daemon {
             Request::ListApprovals => self.authorize_reviewer(peer).map(|()| Response::Approvals {
                 requests: self.pending_views(),
             }),
-            Request::Approve { id } => self
-                .authorize_reviewer(peer)
-                .and_then(|()| self.decide(id, Decision::Approved)),
+            Request::Approve {
+                id,
+                grant_uses,
+                grant_ttl_secs,
+            } => self.authorize_reviewer(peer).and_then(|()| {
+                let grant = GrantTerms::new(grant_uses, grant_ttl_secs)?;
+                self.decide(id, Decision::Approved, grant)
+            }),
             Request::Deny { id } => self
                 .authorize_reviewer(peer)
-                .and_then(|()| self.decide(id, Decision::Denied)),
+                .and_then(|()| self.decide(id, Decision::Denied, GrantTerms::default())),
             Request::Events { limit } => self.authorize_reviewer(peer).map(|()| {
                 let state = lock(&self.state);
                 let limit = limit.unwrap_or(100).min(RECENT_EVENTS);
@@ -560,25 +628,43 @@ impl Daemon {
         Ok(())
     }
 
-    fn decide(&self, id: u64, decision: Decision) -> Result<Response, String> {
+    fn decide(&self, id: u64, decision: Decision, grant: GrantTerms) -> Result<Response, String> {
         let pending = lock(&self.state)
             .pending
             .remove(&id)
             .ok_or_else(|| format!("no pending request {id} (see `interceptor approvals list`)"))?;
         let pid = pending.view.pid;
-        if !pending.pidfd.alive() {
-            return Err(format!("request {id}: the held process {pid} has exited"));
-        }
-        match decision {
-            Decision::Approved => self.resume(&pending.pidfd)?,
-            Decision::Denied => {
-                pending
-                    .pidfd
+        match (&pending.pidfd, decision) {
+            (Some(pidfd), _) if !pidfd.alive() => {
+                return Err(format!("request {id}: the held process {pid} has exited"));
+            }
+            (Some(pidfd), Decision::Approved) => self.resume(pidfd)?,
+            (Some(pidfd), Decision::Denied) => {
+                pidfd
                     .signal(libc::SIGKILL)
                     .map_err(|e| format!("killing pid {pid}: {e}"))?;
             }
+            (None, Decision::Approved) => {
+                let key = pending
+                    .grant
+                    .ok_or_else(|| format!("request {id} has nothing to grant"))?;
+                let value = Grant {
+                    expires_boot_ns: loader::boottime_ns()
+                        .saturating_add(grant.ttl.as_nanos() as u64),
+                    uses_left: grant.uses,
+                    access: pending.access,
+                };
+                lock(&self.kernel)
+                    .grants
+                    .insert(key, value, 0)
+                    .map_err(|e| format!("installing the grant: {e}"))?;
+                info!(id, agent = %pending.view.agent, path = %pending.view.filename, uses = grant.uses,
+                      ttl_secs = grant.ttl.as_secs(), "grant installed: the agent's retry will succeed");
+            }
+            // The open was refused when it was asked; nothing more to do.
+            (None, Decision::Denied) => {}
         }
-        info!(id, pid, agent = %pending.view.agent, ?decision, binary = %pending.view.filename, "decision applied");
+        info!(id, pid, agent = %pending.view.agent, ?decision, target = %pending.view.filename, "decision applied");
         Ok(Response::Decided { id, decision, pid })
     }
 
@@ -606,7 +692,9 @@ impl Daemon {
     fn pending_views(&self) -> Vec<PendingView> {
         let mut state = lock(&self.state);
         // Forget requests whose process is gone (killed by someone, or exited).
-        state.pending.retain(|_, p| p.pidfd.alive());
+        state
+            .pending
+            .retain(|_, p| p.pidfd.as_ref().is_none_or(Pidfd::alive));
         state.pending.values().map(|p| p.view.clone()).collect()
     }
 
@@ -635,24 +723,33 @@ impl Daemon {
     }
 
     fn on_kernel_event(self: &Arc<Self>, bytes: &[u8]) {
-        let Some(event) = decode_event(bytes) else {
-            error!(
-                len = bytes.len(),
-                expected = size_of::<ExecEvent>(),
-                "undecodable kernel event dropped"
-            );
-            return;
+        let (record, start_boottime, open) = match decode_kind(bytes) {
+            Some(EventKind::Exec | EventKind::ExecDenied) => {
+                let Some(event) = decode::<ExecEvent>(bytes) else {
+                    return self.undecodable(bytes);
+                };
+                (self.record(&event), event.start_boottime, None)
+            }
+            Some(EventKind::Open) => {
+                let Some(event) = decode::<OpenEvent>(bytes) else {
+                    return self.undecodable(bytes);
+                };
+                (self.open_record(&event), event.start_boottime, Some(event))
+            }
+            None => return self.undecodable(bytes),
         };
-        let record = self.record(&event);
         let held = record.held;
+        let what = record.kind.as_str();
         if record.denied {
-            warn!(pid = record.pid, agent = %record.agent, binary = %record.filename, rule = ?record.rule,
-                  argv = ?record.argv, hold_failed = record.hold_failed, "exec denied");
+            warn!(pid = record.pid, agent = %record.agent, target = %record.filename, rule = ?record.rule,
+                  argv = ?record.argv, access = ?record.access, pending = record.pending,
+                  daemon_down = record.daemon_down, "{what} denied");
         } else if held {
-            info!(pid = record.pid, agent = %record.agent, binary = %record.filename, rule = ?record.rule,
-                  "exec held before its first instruction");
+            info!(pid = record.pid, agent = %record.agent, target = %record.filename, rule = ?record.rule,
+                  "{what} held");
         } else {
-            info!(pid = record.pid, agent = %record.agent, binary = %record.filename, argv = ?record.argv, "exec");
+            info!(pid = record.pid, agent = %record.agent, target = %record.filename, argv = ?record.argv,
+                  access = ?record.access, granted = record.granted, "{what}");
         }
         {
             let mut state = lock(&self.state);
@@ -663,8 +760,103 @@ impl Daemon {
         }
         if held {
             let daemon = self.clone();
-            tokio::spawn(async move { daemon.adopt_hold(record, event.start_boottime).await });
+            tokio::spawn(async move { daemon.adopt_hold(record, start_boottime).await });
+        } else if let Some(ev) = open.filter(|ev| ev.flags & exec_flags::PENDING != 0) {
+            self.pend_open(record, &ev);
         }
+    }
+
+    fn undecodable(&self, bytes: &[u8]) {
+        error!(len = bytes.len(), kind = ?bytes.get(..4), "undecodable kernel event dropped");
+    }
+
+    fn open_record(&self, ev: &OpenEvent) -> ExecRecord {
+        let seq = {
+            let mut state = lock(&self.state);
+            state.next_seq += 1;
+            state.next_seq
+        };
+        let rule = self.rule_name(ev.rule_id, ev.flags);
+        open_record(ev, seq, self.agent_name(ev.agent_id), rule)
+    }
+
+    /// An open refused now with a pending request: an approval installs a grant.
+    fn pend_open(&self, record: ExecRecord, ev: &OpenEvent) {
+        let grant = GrantKey {
+            agent_id: ev.agent_id,
+            _pad: 0,
+            dev: ev.dev,
+            ino: ev.ino,
+        };
+        let mut state = lock(&self.state);
+        // An agent that retries before anyone answers asks once.
+        if state
+            .pending
+            .values()
+            .any(|p| p.grant == Some(grant) && p.access & ev.access == ev.access)
+        {
+            return;
+        }
+        let id = state.next_request;
+        state.next_request += 1;
+        let view = PendingView {
+            id,
+            operation: "open".into(),
+            access: record.access.clone(),
+            agent: record.agent.clone(),
+            pid: record.pid,
+            ppid: procfs::stat(record.pid).map_or(0, |s| s.ppid),
+            uid: record.uid,
+            filename: record.filename.clone(),
+            exe: procfs::exe(record.pid)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            argv: procfs::cmdline(record.pid).unwrap_or_default(),
+            cwd: procfs::cwd(record.pid)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            rule: record.rule.clone().unwrap_or_default(),
+            reason: self.rule_reason(ev.rule_id),
+            held_at_ms: record.time_ms,
+        };
+        info!(id, pid = record.pid, agent = %view.agent, path = %view.filename, access = ?view.access,
+              "open refused until approved: `interceptor approvals approve {id}` grants it, then the agent retries");
+        state.pending.insert(
+            id,
+            Pending {
+                view,
+                pidfd: None,
+                grant: Some(grant),
+                access: ev.access,
+            },
+        );
+    }
+
+    /// The name of the rule behind a kernel decision.
+    fn rule_name(&self, rule_id: u32, flags: u32) -> Option<String> {
+        if rule_id >= OPEN_RULE_ID_BASE {
+            return self
+                .open_rules
+                .get((rule_id - OPEN_RULE_ID_BASE) as usize)
+                .map(|r| r.name.clone());
+        }
+        self.policy
+            .rule(rule_id)
+            .map(|r| r.name.clone())
+            .or_else(|| {
+                (flags & exec_flags::UNLINKED_BINARY != 0).then(|| UNLINKED_RULE.to_string())
+            })
+    }
+
+    /// The reason shown to reviewers for a rule.
+    fn rule_reason(&self, rule_id: u32) -> Option<String> {
+        if rule_id >= OPEN_RULE_ID_BASE {
+            return self
+                .open_rules
+                .get((rule_id - OPEN_RULE_ID_BASE) as usize)
+                .and_then(|r| r.reason.clone());
+        }
+        self.policy.rule(rule_id).and_then(|r| r.reason.clone())
     }
 
     fn record(&self, ev: &ExecEvent) -> ExecRecord {
@@ -682,7 +874,7 @@ impl Daemon {
         if lock(&self.state)
             .pending
             .values()
-            .any(|p| p.view.pid == pid)
+            .any(|p| p.view.pid == pid && p.pidfd.is_some())
         {
             // Both the kernel's event and the HELD map (on re-adoption) name this hold.
             return;
@@ -729,13 +921,16 @@ impl Daemon {
             }
             return;
         }
-        let rule = self
-            .policy
-            .rules
-            .iter()
-            .find(|r| Some(&r.name) == record.rule.as_ref());
+        let reason = self.rule_reason_by_name(record.rule.as_deref());
         let view = |id| PendingView {
             id,
+            operation: if record.kind == "open" {
+                "open"
+            } else {
+                "exec"
+            }
+            .into(),
+            access: record.access.clone(),
             agent: record.agent.clone(),
             pid,
             ppid: record.ppid,
@@ -749,7 +944,7 @@ impl Daemon {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             rule: record.rule.clone().unwrap_or_default(),
-            reason: rule.and_then(|r| r.reason.clone()),
+            reason,
             held_at_ms: record.time_ms,
         };
         let mut state = lock(&self.state);
@@ -758,7 +953,31 @@ impl Daemon {
         let view = view(id);
         info!(id, pid, agent = %view.agent, binary = %view.filename, argv = ?view.argv,
               "waiting for approval: `interceptor approvals approve {id}` or `interceptor approvals deny {id}`");
-        state.pending.insert(id, Pending { view, pidfd });
+        state.pending.insert(
+            id,
+            Pending {
+                view,
+                pidfd: Some(pidfd),
+                grant: None,
+                access: 0,
+            },
+        );
+    }
+
+    fn rule_reason_by_name(&self, name: Option<&str>) -> Option<String> {
+        let name = name?;
+        let policy = self
+            .policy
+            .rules
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.reason.clone());
+        policy.or_else(|| {
+            self.open_rules
+                .iter()
+                .find(|r| r.name == name)
+                .and_then(|r| r.reason.clone())
+        })
     }
 
     /// Tells the kernel the daemon is alive.
@@ -805,7 +1024,12 @@ impl Daemon {
         ExecRecord {
             seq,
             time_ms: now_ms(),
-            kind: "exec".into(),
+            kind: if task.flags & exec_flags::OPEN != 0 {
+                "open"
+            } else {
+                "exec"
+            }
+            .into(),
             agent: self.agent_name(task.agent_id),
             agent_id: task.agent_id,
             pid,
@@ -814,9 +1038,14 @@ impl Daemon {
             uid: procfs::uid(pid).unwrap_or(u32::MAX),
             gid: u32::MAX,
             cgroup_id: 0,
-            filename: procfs::exe(pid)
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            filename: if task.flags & exec_flags::OPEN != 0 {
+                // The kernel keeps no path for held opens; the reviewer sees the program.
+                "(an open; its path is not kept across daemon restarts)".into()
+            } else {
+                procfs::exe(pid)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            },
             filename_truncated: false,
             argv: procfs::cmdline(pid).unwrap_or_default(),
             argv_truncated: false,
@@ -841,6 +1070,10 @@ impl Daemon {
             unlinked_binary: task.flags & exec_flags::UNLINKED_BINARY != 0,
             userspace_decides: task.flags & exec_flags::USERSPACE_DECIDES != 0,
             daemon_down: false,
+            access: Vec::new(),
+            pending: false,
+            granted: false,
+            path_unresolved: false,
             dev: 0,
             ino: 0,
         }
@@ -869,17 +1102,11 @@ fn peer_pid(peer: UCred) -> Result<u32, String> {
 fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> ExecRecord {
     let filename_len = (ev.filename_len as usize).min(ev.filename.len());
     let argv_len = (ev.argv_len as usize).min(ev.argv.len());
-    let verdict = match Verdict::from_u32(ev.verdict) {
-        Some(Verdict::Allow) => "allow",
-        Some(Verdict::Audit) => "audit",
-        Some(Verdict::Ask) => "ask",
-        Some(Verdict::Deny) => "deny",
-        None => "unknown",
-    };
+    let verdict = verdict_name(ev.verdict);
     let kind = match EventKind::from_u32(ev.kind) {
         Some(EventKind::Exec) => "exec",
         Some(EventKind::ExecDenied) => "exec_denied",
-        None => "unknown",
+        Some(EventKind::Open) | None => "unknown",
     };
     ExecRecord {
         seq,
@@ -908,19 +1135,121 @@ fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> Exec
         unlinked_binary: ev.flags & exec_flags::UNLINKED_BINARY != 0,
         userspace_decides: ev.flags & exec_flags::USERSPACE_DECIDES != 0,
         daemon_down: ev.flags & exec_flags::DAEMON_DOWN != 0,
+        access: Vec::new(),
+        pending: false,
+        granted: false,
+        path_unresolved: false,
         dev: ev.dev,
         ino: ev.ino,
     }
 }
 
-/// Reads an [`ExecEvent`] out of a ring-buffer record; `None` when the size is wrong.
-pub fn decode_event(bytes: &[u8]) -> Option<ExecEvent> {
-    if bytes.len() < size_of::<ExecEvent>() {
+/// The kind of a ring-buffer record (its first `u32`).
+pub fn decode_kind(bytes: &[u8]) -> Option<EventKind> {
+    let raw = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+    EventKind::from_u32(raw)
+}
+
+/// Reads a kernel event out of a ring-buffer record; `None` when the record is too short.
+pub fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
         return None;
     }
-    // SAFETY: ExecEvent is Pod (integers and byte arrays only), the slice is long enough,
-    // and read_unaligned makes no alignment assumption.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ExecEvent>()) })
+    // SAFETY: T is Pod (integers and byte arrays only), the slice is long enough, and
+    // read_unaligned makes no alignment assumption.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// The record of one kernel open event. Lengths from the kernel are clamped to the buffers.
+fn open_record(ev: &OpenEvent, seq: u64, agent: String, rule: Option<String>) -> ExecRecord {
+    let path_len = (ev.path_len as usize).min(ev.path.len());
+    ExecRecord {
+        seq,
+        time_ms: now_ms(),
+        kind: "open".into(),
+        agent,
+        agent_id: ev.agent_id,
+        pid: ev.tgid,
+        tid: ev.pid,
+        ppid: 0,
+        uid: ev.uid,
+        gid: 0,
+        cgroup_id: 0,
+        filename: String::from_utf8_lossy(&ev.path[..path_len]).into_owned(),
+        filename_truncated: ev.path_len as usize > ev.path.len(),
+        argv: Vec::new(),
+        argv_truncated: false,
+        argv_unavailable: true,
+        verdict: verdict_name(ev.verdict).into(),
+        rule,
+        held: ev.flags & exec_flags::HELD != 0,
+        denied: ev.flags & exec_flags::DENIED != 0,
+        hold_failed: ev.flags & exec_flags::HOLD_FAILED != 0,
+        unlinked_binary: false,
+        userspace_decides: false,
+        daemon_down: ev.flags & exec_flags::DAEMON_DOWN != 0,
+        access: access_names(ev.access),
+        pending: ev.flags & exec_flags::PENDING != 0,
+        granted: ev.flags & exec_flags::GRANTED != 0,
+        path_unresolved: ev.flags & exec_flags::PATH_UNRESOLVED != 0,
+        dev: ev.dev,
+        ino: ev.ino,
+    }
+}
+
+fn verdict_name(raw: u32) -> &'static str {
+    match Verdict::from_u32(raw) {
+        Some(Verdict::Allow) => "allow",
+        Some(Verdict::Audit) => "audit",
+        Some(Verdict::Ask) => "ask",
+        Some(Verdict::Deny) => "deny",
+        None => "unknown",
+    }
+}
+
+/// How much an approval of a pending open grants.
+#[derive(Debug, Clone, Copy)]
+struct GrantTerms {
+    uses: u32,
+    ttl: Duration,
+}
+
+impl Default for GrantTerms {
+    fn default() -> Self {
+        Self {
+            uses: 1,
+            ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+impl GrantTerms {
+    /// Most a reviewer can grant at once: grants are for this task, not standing permissions.
+    const MAX_USES: u32 = 1_000;
+    const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+    fn new(uses: Option<u32>, ttl_secs: Option<u64>) -> Result<Self, String> {
+        let d = Self::default();
+        let terms = Self {
+            uses: uses.unwrap_or(d.uses),
+            ttl: ttl_secs.map_or(d.ttl, Duration::from_secs),
+        };
+        if terms.uses == 0 || terms.uses > Self::MAX_USES {
+            return Err(format!(
+                "grant uses must be 1..={}, not {}",
+                Self::MAX_USES,
+                terms.uses
+            ));
+        }
+        if terms.ttl.is_zero() || terms.ttl > Self::MAX_TTL {
+            return Err(format!(
+                "grant ttl must be 1..={} s, not {} s",
+                Self::MAX_TTL.as_secs(),
+                terms.ttl.as_secs()
+            ));
+        }
+        Ok(terms)
+    }
 }
 
 #[cfg(test)]
@@ -930,11 +1259,11 @@ mod tests {
 
     #[test]
     fn short_kernel_records_are_rejected() {
-        assert!(decode_event(&[0u8; 16]).is_none());
+        assert!(decode::<ExecEvent>(&[0u8; 16]).is_none());
         let mut bytes = vec![0u8; size_of::<ExecEvent>()];
         bytes[0] = EventKind::Exec as u8;
         bytes[8] = 42; // tgid
-        let ev = decode_event(&bytes).expect("full-size record decodes");
+        let ev = decode::<ExecEvent>(&bytes).expect("full-size record decodes");
         assert_eq!((ev.kind, ev.tgid), (EventKind::Exec as u32, 42));
     }
 

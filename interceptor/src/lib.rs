@@ -5,6 +5,7 @@
 //! - [`btf`]: kernel struct offsets from the running kernel's BTF;
 //! - [`loader`]: loading the programs and choosing the backend (lsm or tracepoint);
 //! - [`policy`]: the exec rule list and its compilation to kernel map entries;
+//! - [`open_rules`]: open rules and their kernel map entries;
 //! - [`daemon`]: events, holds, approvals, the control socket server;
 //! - [`control`]: the control socket protocol and client;
 //! - [`doctor`]: what this host can enforce;
@@ -18,6 +19,7 @@ pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod loader;
+pub mod open_rules;
 pub mod policy;
 pub mod procfs;
 pub mod scope;

@@ -65,12 +65,15 @@ impl Backend {
                 "a held task cannot be resumed by SIGCONT from anyone but the daemon (task_kill guard)",
                 "agents cannot signal the daemon, ptrace-attach any process (nor PTRACE_TRACEME), or call bpf()",
                 "agents cannot create user namespaces unless the daemon allows it",
+                "an agent's open of a denied path fails with EACCES, by any name (relative, .., /proc/self/root, hardlink) and any route (openat2, O_PATH reopen, io_uring); asked reads are held, asked writes are refused until granted",
+                "agents cannot open the daemon's configuration",
             ],
             Self::Tracepoint => &[
                 "a denied exec is killed (SIGKILL) at sched_process_exec, before its first instruction",
                 "NOT guaranteed: another process may resume a held task with SIGCONT (no task_kill guard)",
                 "NOT guaranteed: agents can signal the daemon, ptrace other processes and call bpf() (no LSM guards)",
                 "NOT guaranteed: agents can create user namespaces (no userns_create guard)",
+                "NOT guaranteed: agents' opens are not checked (no file_open hook), the daemon's configuration included",
             ],
         };
         common
@@ -504,6 +507,7 @@ mod tests {
                 "guard_ptrace_access_check",
                 "guard_ptrace_traceme",
                 "guard_userns_create",
+                "open_file_open",
                 "signal_task_kill",
                 "tracking_sched_process_exit",
                 "tracking_sched_process_fork",

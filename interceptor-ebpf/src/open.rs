@@ -1,0 +1,297 @@
+//! Open decisions (lsm backend): `file_open` resolves the opened file to its path (d_path)
+//! and identity (device, inode), finds the most restrictive rule for this access mode, and
+//! applies it. Only agents' opens are examined, and only while open rules exist.
+
+use aya_ebpf::{
+    bindings::path,
+    helpers::generated::{
+        bpf_d_path, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_send_signal,
+    },
+    macros::lsm,
+    maps::lpm_trie::Key,
+    programs::LsmContext,
+};
+use interceptor_common::{
+    EventKind, GrantKey, HeldTask, InodeKey, OPEN_PATH_MAX, OpenEvent, OpenRule, OpenScratch,
+    RULE_PATH_MAX, Verdict, access, counters, exec_flags,
+};
+
+use crate::{
+    kernel::{
+        agent_of, config, current_task, current_tgid, daemon_alive, file_identity, offsets,
+        process_start, read,
+    },
+    maps::{EVENTS, GRANTS, HELD, OPEN_INODES, OPEN_PATHS, OPEN_SCRATCH, count},
+};
+
+const EACCES: i32 = 13;
+const SIGSTOP: u32 = 19;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+const FMODE_READ: u32 = 0x1;
+const FMODE_WRITE: u32 = 0x2;
+
+/// `file_open(struct file *file)` (LSM; previous return value last), called for every
+/// open — open, openat, openat2, io_uring, O_PATH reopen through /proc/self/fd,
+/// open_by_handle_at — after path resolution, before the file is truncated or used.
+///
+/// Fails closed for agents: a path that cannot be resolved is refused; `ask` while the daemon
+/// is down is refused; an `ask` on a read-only open holds the task (SIGSTOP lands before
+/// open() returns to it), an `ask` on any other open is refused now and left pending (a hold
+/// cannot undo a write); a matched open whose event cannot be recorded is refused.
+#[lsm(hook = "file_open")]
+pub fn open_file_open(ctx: LsmContext) -> i32 {
+    let file: *const u8 = ctx.arg(0);
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    if config().check_opens == 0 {
+        return 0;
+    }
+    let task = current_task();
+    let tgid = current_tgid();
+    let Some(agent_id) = agent_of(&ctx, task, tgid) else {
+        return 0;
+    };
+    let Some(scratch) = OPEN_SCRATCH.get_ptr_mut(0) else {
+        return -EACCES;
+    };
+    let off = offsets();
+    let mode = access_of(file);
+    let identity = file_identity(file).unwrap_or(InodeKey { dev: 0, ino: 0 });
+
+    // SAFETY: `file` is the hook's BTF-typed argument and `f_path` lies inside it; the buffer
+    // is this CPU's scratch map value, 4096 bytes long.
+    let len = unsafe {
+        let f_path = file.wrapping_add(off.file_path as usize) as *mut path;
+        bpf_d_path(f_path, (*scratch).path.as_mut_ptr().cast(), 4096)
+    };
+    if len <= 0 {
+        count(counters::OPEN_UNRESOLVED);
+        let rule = OpenRule {
+            verdict: Verdict::Deny as u32,
+            rule_id: 0,
+            access: mode,
+            _pad: 0,
+        };
+        emit(
+            agent_id,
+            tgid,
+            task,
+            &identity,
+            &rule,
+            mode,
+            exec_flags::DENIED | exec_flags::PATH_UNRESOLVED,
+            scratch,
+            0,
+        );
+        return -EACCES;
+    }
+
+    let Some(rule) = rule_for(&identity, scratch, len as usize, mode) else {
+        return 0;
+    };
+    let verdict = rule.verdict;
+    let mut flags = 0;
+    let mut result = 0;
+    if verdict == Verdict::Deny as u32 {
+        flags |= exec_flags::DENIED;
+    } else if verdict == Verdict::Ask as u32 {
+        if use_grant(agent_id, &identity, mode) {
+            flags |= exec_flags::GRANTED;
+        } else if !daemon_alive() {
+            count(counters::DAEMON_DOWN_DENIED);
+            flags |= exec_flags::DENIED | exec_flags::DAEMON_DOWN;
+        } else if mode == access::READ {
+            let held = HeldTask {
+                start_boottime: process_start(task).unwrap_or(0),
+                rule_id: rule.rule_id,
+                agent_id,
+                flags: exec_flags::HELD | exec_flags::OPEN,
+                _pad: 0,
+            };
+            if HELD.insert(&tgid, &held, 0).is_ok() {
+                flags |= exec_flags::HELD;
+            } else {
+                count(counters::HOLD_FAILED);
+                flags |= exec_flags::DENIED | exec_flags::HOLD_FAILED;
+            }
+        } else {
+            flags |= exec_flags::DENIED | exec_flags::PENDING;
+        }
+    } else if verdict != Verdict::Audit as u32 {
+        return 0;
+    }
+    if flags & exec_flags::DENIED != 0 {
+        count(counters::OPEN_DENIED);
+        result = -EACCES;
+    }
+    let delivered = emit(
+        agent_id,
+        tgid,
+        task,
+        &identity,
+        &rule,
+        mode,
+        flags,
+        scratch,
+        len as usize,
+    );
+    if flags & exec_flags::HELD != 0 {
+        if delivered {
+            // SAFETY: signals the current thread group; no memory arguments.
+            unsafe { bpf_send_signal(SIGSTOP) };
+        } else {
+            // Nobody would answer this hold.
+            let _ = HELD.remove(&tgid);
+            result = -EACCES;
+        }
+    } else if !delivered && (flags & exec_flags::PENDING != 0) {
+        // Still refused; the request is lost, the agent will retry and ask again.
+        result = -EACCES;
+    }
+    result
+}
+
+/// The access modes of an open: read/write from `f_mode`, create/truncate from `f_flags`
+/// (do_dentry_open clears O_CREAT and O_TRUNC only after this hook).
+#[inline(always)]
+fn access_of(file: *const u8) -> u32 {
+    let off = offsets();
+    let mode: u32 = read(file, off.file_mode).unwrap_or(0);
+    let flags: u32 = read(file, off.file_flags).unwrap_or(0);
+    let mut access = 0;
+    if mode & FMODE_READ != 0 {
+        access |= access::READ;
+    }
+    if mode & FMODE_WRITE != 0 {
+        access |= access::WRITE;
+    }
+    if flags & O_CREAT != 0 {
+        access |= access::CREATE;
+    }
+    if flags & O_TRUNC != 0 {
+        access |= access::TRUNCATE;
+    }
+    access
+}
+
+/// The most restrictive rule for this file and access mode: by identity (any name of the
+/// file), then by path (exact, or the longest matching directory prefix).
+#[inline(always)]
+fn rule_for(
+    identity: &InodeKey,
+    scratch: *mut OpenScratch,
+    len: usize,
+    mode: u32,
+) -> Option<OpenRule> {
+    // SAFETY: copied out of the map at once.
+    let by_inode = unsafe { OPEN_INODES.get(identity).copied() }.filter(|r| r.access & mode != 0);
+    // The trie key is the path's first bytes; `len` counts the NUL, which exact rules include.
+    let key_len = if len < RULE_PATH_MAX {
+        len
+    } else {
+        RULE_PATH_MAX
+    };
+    // SAFETY: both buffers are inside this CPU's scratch value; the copy is bounded by the
+    // key's size.
+    let by_path = unsafe {
+        (*scratch).prefix_len = (key_len * 8) as u32;
+        bpf_probe_read_kernel(
+            (*scratch).key.as_mut_ptr().cast(),
+            RULE_PATH_MAX as u32,
+            (*scratch).path.as_ptr().cast(),
+        );
+        let key = &*(scratch as *const Key<[u8; RULE_PATH_MAX]>);
+        OPEN_PATHS.get(key).copied()
+    }
+    .filter(|r| r.access & mode != 0);
+    match (by_inode, by_path) {
+        (Some(a), Some(b)) => Some(if b.verdict > a.verdict { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Uses one open of a just-in-time grant for this agent, file and access mode, if there is a
+/// live one. Expired and used-up grants are deleted here.
+#[inline(always)]
+fn use_grant(agent_id: u32, identity: &InodeKey, mode: u32) -> bool {
+    let key = GrantKey {
+        agent_id,
+        _pad: 0,
+        dev: identity.dev,
+        ino: identity.ino,
+    };
+    let Some(grant) = GRANTS.get_ptr_mut(&key) else {
+        return false;
+    };
+    // SAFETY: a pointer into the map value for this program run; the helper has no arguments.
+    let (grant, now) = unsafe { (&mut *grant, bpf_ktime_get_boot_ns()) };
+    if now > grant.expires_boot_ns || grant.uses_left == 0 {
+        let _ = GRANTS.remove(&key);
+        return false;
+    }
+    if grant.access & mode != mode {
+        return false;
+    }
+    // Two racing opens may both see the last use; both then get it (one extra open at most).
+    grant.uses_left -= 1;
+    if grant.uses_left == 0 {
+        let _ = GRANTS.remove(&key);
+    }
+    true
+}
+
+/// Writes an [`OpenEvent`]; false (and counted) when the ring buffer is full.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "plain values from one hook")]
+fn emit(
+    agent_id: u32,
+    tgid: u32,
+    task: *const u8,
+    identity: &InodeKey,
+    rule: &OpenRule,
+    mode: u32,
+    flags: u32,
+    scratch: *const OpenScratch,
+    len: usize,
+) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+        count(counters::EVENT_DROPPED);
+        return false;
+    };
+    let ev = entry.as_mut_ptr();
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let path_len = if len == 0 {
+        0
+    } else if len - 1 < OPEN_PATH_MAX {
+        len - 1
+    } else {
+        OPEN_PATH_MAX
+    };
+    // SAFETY: `ev` is a reserved record of the right size; every field is written before
+    // submit; the path copy is bounded by the event's buffer.
+    unsafe {
+        (*ev).kind = EventKind::Open as u32;
+        (*ev).flags = flags;
+        (*ev).tgid = tgid;
+        (*ev).pid = pid_tgid as u32;
+        (*ev).uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
+        (*ev).agent_id = agent_id;
+        (*ev).verdict = rule.verdict;
+        (*ev).rule_id = rule.rule_id;
+        (*ev).access = mode;
+        (*ev).path_len = path_len as u32;
+        (*ev).start_boottime = process_start(task).unwrap_or(0);
+        (*ev).dev = identity.dev;
+        (*ev).ino = identity.ino;
+        bpf_probe_read_kernel(
+            (*ev).path.as_mut_ptr().cast(),
+            OPEN_PATH_MAX as u32,
+            (*scratch).path.as_ptr().cast(),
+        );
+    }
+    entry.submit(0);
+    true
+}
