@@ -27,7 +27,7 @@ fn doctor_reports_the_backend_its_programs_and_guarantees() {
     let programs = report["programs"]
         .as_array()
         .expect("programs probed as root");
-    assert_eq!(programs.len(), 9, "{report:#}");
+    assert_eq!(programs.len(), 10, "{report:#}");
     for p in programs {
         let should_load = p["kind"] == "tp_btf" || want == "lsm";
         assert_eq!(p["loads"], should_load, "{p}");
@@ -51,7 +51,7 @@ fn doctor_reports_the_backend_its_programs_and_guarantees() {
     let links = pins.iter().filter(|p| p.contains("/links/")).count();
     assert_eq!(
         links,
-        if want == "lsm" { 9 } else { 3 },
+        if want == "lsm" { 10 } else { 3 },
         "one pinned link per attached program: {pins:?}"
     );
     // Probing loaded programs in a scratch directory and removed it.

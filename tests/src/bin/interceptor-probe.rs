@@ -25,6 +25,11 @@
 //!                               it with ARGS as its arguments
 //!   unlinked-exec DIR ARGS...   copy this program into DIR, open it, unlink it, and
 //!                               execveat(AT_EMPTY_PATH) the open file with ARGS
+//!   open PATH MODE              open PATH (MODE: r, w, rw, c = create, t = truncate): open=
+//!   openat2 PATH                openat2(PATH, O_RDONLY): openat2=
+//!   opath-reopen PATH           open PATH with O_PATH, then reopen /proc/self/fd/N for reading:
+//!                               opath= then reopen=
+//!   uring-open PATH             IORING_OP_OPENAT of PATH for reading: uring=
 //!   after FILE ARGS...          wait until FILE exists, then exec this program with ARGS
 //!   cgroup-move PROCS PATH ARGS...
 //!                               move to another cgroup (write 0 to PROCS), then exec PATH
@@ -48,6 +53,88 @@ fn report(key: &str, rc: i64) {
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+}
+
+/// `key=ok` for a non-negative result, `key=errno:N` for a negative `-N` (io_uring style).
+fn report_errno(key: &str, res: i32) {
+    if res >= 0 {
+        say(format!("{key}=ok"))
+    } else {
+        say(format!("{key}=errno:{}", -res))
+    }
+}
+
+/// Opens `path` for reading through io_uring (IORING_OP_OPENAT) with raw syscalls; returns
+/// the completion's result (an fd, or -errno), or the errno of a failed setup step.
+fn uring_open(path: &str) -> Result<i32, i32> {
+    const IORING_OP_OPENAT: u8 = 18;
+    const IORING_ENTER_GETEVENTS: u32 = 1;
+    const IORING_OFF_SQ_RING: i64 = 0;
+    const IORING_OFF_CQ_RING: i64 = 0x800_0000;
+    const IORING_OFF_SQES: i64 = 0x1000_0000;
+    // struct io_uring_params: 120 bytes; sq_off at 40 (u32 x10), cq_off at 80 (u32 x10).
+    let mut params = [0u32; 30];
+    // SAFETY: raw io_uring syscalls and mmaps with sizes from the kernel's own params; all
+    // offsets below come from the params the kernel filled in.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) as i32;
+        if fd < 0 {
+            return Err(errno());
+        }
+        let (sq_entries, cq_entries) = (params[0], params[1]);
+        let sq_off = &params[10..20];
+        let cq_off = &params[20..30];
+        let sq_len = sq_off[6] as usize + sq_entries as usize * 4; // array + entries
+        let cq_len = cq_off[5] as usize + cq_entries as usize * 16; // cqes + entries
+        let map = |len: usize, off: i64| {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                off,
+            );
+            if p == libc::MAP_FAILED {
+                Err(errno())
+            } else {
+                Ok(p.cast::<u8>())
+            }
+        };
+        let sq = map(sq_len, IORING_OFF_SQ_RING)?;
+        let cq = map(cq_len, IORING_OFF_CQ_RING)?;
+        let sqes = map(64 * sq_entries as usize, IORING_OFF_SQES)?;
+        let cpath = std::ffi::CString::new(path).unwrap();
+        // One SQE: opcode, fd = AT_FDCWD, addr = path, open_flags = O_RDONLY.
+        let sqe = std::slice::from_raw_parts_mut(sqes, 64);
+        sqe.fill(0);
+        sqe[0] = IORING_OP_OPENAT;
+        sqe[4..8].copy_from_slice(&libc::AT_FDCWD.to_ne_bytes());
+        sqe[16..24].copy_from_slice(&(cpath.as_ptr() as u64).to_ne_bytes());
+        let tail = sq.add(sq_off[1] as usize).cast::<u32>();
+        let mask = *sq.add(sq_off[2] as usize).cast::<u32>();
+        let array = sq.add(sq_off[6] as usize).cast::<u32>();
+        let t = std::ptr::read_volatile(tail);
+        *array.add((t & mask) as usize) = 0;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        std::ptr::write_volatile(tail, t + 1);
+        if libc::syscall(
+            libc::SYS_io_uring_enter,
+            fd,
+            1u32,
+            1u32,
+            IORING_ENTER_GETEVENTS,
+            0usize,
+            0usize,
+        ) < 0
+        {
+            return Err(errno());
+        }
+        let head = std::ptr::read_volatile(cq.add(cq_off[0] as usize).cast::<u32>());
+        let cmask = *cq.add(cq_off[2] as usize).cast::<u32>();
+        let cqe = cq.add(cq_off[5] as usize + (head & cmask) as usize * 16);
+        Ok(*cqe.add(8).cast::<i32>())
+    }
 }
 
 /// execveat(fd, "", argv, environ, AT_EMPTY_PATH); returns only on failure.
@@ -245,6 +332,52 @@ fn main() {
             std::fs::remove_file(&path).expect("unlink copy");
             exec_fd(std::os::fd::IntoRawFd::into_raw_fd(file), &rest[1..]);
         }
+        "open" => {
+            let flags = match rest[1].as_str() {
+                "r" => libc::O_RDONLY,
+                "w" => libc::O_WRONLY,
+                "rw" => libc::O_RDWR,
+                "c" => libc::O_WRONLY | libc::O_CREAT,
+                "t" => libc::O_WRONLY | libc::O_TRUNC,
+                other => panic!("unknown open mode {other}"),
+            };
+            let path = std::ffi::CString::new(rest[0].as_str()).unwrap();
+            // SAFETY: open with a NUL-terminated path.
+            let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+            report("open", fd as i64);
+        }
+        "openat2" => {
+            let path = std::ffi::CString::new(rest[0].as_str()).unwrap();
+            // struct open_how { u64 flags; u64 mode; u64 resolve; }
+            let how: [u64; 3] = [libc::O_RDONLY as u64, 0, 0];
+            // SAFETY: openat2 with a NUL-terminated path and a 24-byte open_how.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    how.as_ptr(),
+                    24usize,
+                )
+            };
+            report("openat2", fd);
+        }
+        "opath-reopen" => {
+            let path = std::ffi::CString::new(rest[0].as_str()).unwrap();
+            // SAFETY: plain opens with NUL-terminated paths.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+            report("opath", fd as i64);
+            if fd >= 0 {
+                let again = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).unwrap();
+                report("reopen", unsafe {
+                    libc::open(again.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+                } as i64);
+            }
+        }
+        "uring-open" => match uring_open(&rest[0]) {
+            Ok(res) => report_errno("uring", res),
+            Err(e) => say(format!("uring=setup-errno:{e}")),
+        },
         "after" => {
             let deadline = Instant::now() + Duration::from_secs(300);
             while !std::path::Path::new(&rest[0]).exists() {
