@@ -17,8 +17,7 @@ use crate::{
     policy::{Action, DEFAULT_POLICY, Policy},
 };
 
-/// Where an installed policy lives; the built-in default applies when it is absent.
-pub const DEFAULT_POLICY_PATH: &str = "/etc/interceptor/policy.toml";
+pub use crate::policy::cli::DEFAULT_POLICY_PATH;
 
 /// Action-Level Approvals for AI agents: the kernel holds an agent's exec until policy or a
 /// human answers.
@@ -75,6 +74,12 @@ pub enum Command_ {
         #[arg(long)]
         json: bool,
     },
+
+    /// Check, explain, test and show policies (offline; no daemon needed).
+    ///
+    /// Example: interceptor policy explain --exec -- git push --force
+    #[command(subcommand)]
+    Policy(crate::policy::cli::PolicyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +203,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command_::Policy(command) => crate::policy::cli::run(command),
         Command_::Status { json } => {
             let Response::Status(status) = call(&cli.socket, &Request::Status)? else {
                 bail!("the daemon answered a status request with something else");

@@ -173,6 +173,28 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             why, "rule cannot match: its binary does not exist on this host"
         );
     }
+    // Userspace policy decisions are not wired into this daemon yet: say so, never imply
+    // enforcement that does not happen.
+    if let Some(fallback) = &compiled.exec_fallback {
+        warn!(because = ?fallback.because, "these rules need every exec judged in userspace, which this daemon does not do yet: they are NOT enforced");
+    }
+    let userspace = compiled
+        .exec
+        .iter()
+        .filter(|e| e.decided_by == crate::policy::DecidedBy::Userspace)
+        .count();
+    if userspace > 0 {
+        warn!(
+            entries = userspace,
+            "argv-level rules: their binaries are held for a reviewer (the policy decision in userspace is not wired yet)"
+        );
+    }
+    if !compiled.open.is_empty() {
+        warn!(
+            entries = compiled.open.len(),
+            "open rules are compiled but NOT enforced: the kernel has no open hook yet"
+        );
+    }
     let ring: RingBuf<MapData> = take_map(&mut ebpf, "EVENTS")?;
     let daemon = Arc::new(Daemon {
         backend,
@@ -679,7 +701,11 @@ mod tests {
 
     #[test]
     fn records_clamp_lengths_from_the_kernel() {
-        let policy = Policy::parse(crate::policy::DEFAULT_POLICY, "default").unwrap();
+        let policy = Policy::parse(
+            "version = 1\n[[rule]]\nname = \"no-shred\"\noperation = \"exec\"\nbinary = \"/usr/bin/shred\"\naction = \"deny\"\n[[rule]]\nname = \"hold-curl\"\noperation = \"exec\"\nbinary = \"/usr/bin/curl\"\naction = \"ask\"\n",
+            "test",
+        )
+        .unwrap();
         let mut ev: ExecEvent = unsafe { std::mem::zeroed() };
         ev.kind = EventKind::Exec as u32;
         ev.flags = exec_flags::HELD | exec_flags::ARGV_TRUNCATED;
