@@ -22,8 +22,7 @@ use crate::{
 /// The daemon's configuration directory; agents may not open anything in it.
 pub const DAEMON_CONFIG_DIR: &str = "/etc/interceptor/";
 
-/// Where an installed policy lives; the built-in default applies when it is absent.
-pub const DEFAULT_POLICY_PATH: &str = "/etc/interceptor/policy.toml";
+pub use crate::policy::cli::DEFAULT_POLICY_PATH;
 
 /// Action-Level Approvals for AI agents: the kernel holds an agent's exec until policy or a
 /// human answers.
@@ -110,6 +109,12 @@ pub enum Command_ {
         #[arg(long)]
         json: bool,
     },
+
+    /// Check, explain, test and show policies (offline; no daemon needed).
+    ///
+    /// Example: interceptor policy explain --exec -- git push --force
+    #[command(subcommand)]
+    Policy(crate::policy::cli::PolicyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +299,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command_::Policy(command) => crate::policy::cli::run(command),
         Command_::Doctor { pin_dir, json } => {
             let report = crate::doctor::examine(&pin_dir, &cli.socket);
             if json {

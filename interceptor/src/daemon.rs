@@ -157,6 +157,8 @@ pub struct Daemon {
     allow_userns: bool,
     pin_dir: PathBuf,
     open_rules: Vec<OpenRuleSpec>,
+    /// Binaries whose held execs the policy decides in userspace (argv-level rules).
+    userspace_exec: Vec<InodeKey>,
     kernel: Mutex<KernelMaps>,
     state: Mutex<State>,
 }
@@ -205,15 +207,20 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         };
         scopes.push((key, scope.agent()));
     }
+    // The policy's open rules the kernel can match (exact paths, directories) join the
+    // command line's and the daemon's own.
+    let compiled = options.policy.compile();
+    let mut open_specs = policy_open_rules(&options.policy, &compiled);
+    open_specs.extend(options.open_rules.iter().cloned());
     let config = KernelConfig {
         daemon_tgid: std::process::id(),
         scope_by_uid: scopes.iter().any(|(k, _)| matches!(k, ScopeKey::Uid(_))) as u32,
         scope_by_cgroup: scopes.iter().any(|(k, _)| matches!(k, ScopeKey::Cgroup(_))) as u32,
         deny_userns: !options.allow_userns as u32,
         heartbeat_timeout_ms: options.heartbeat_timeout_ms,
-        check_opens: !options.open_rules.is_empty() as u32,
+        check_opens: !open_specs.is_empty() as u32,
     };
-    let open_compiled = open_rules::compile(&options.open_rules).map_err(DaemonError::OpenRules)?;
+    let open_compiled = open_rules::compile(&open_specs).map_err(DaemonError::OpenRules)?;
     let loaded = loader::load(options.backend, config, &options.pin_dir)?;
     let (mut ebpf, backend) = (loaded.ebpf, loaded.backend);
     if loaded.adopted_maps {
@@ -242,7 +249,6 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         }
     }
 
-    let compiled = options.policy.compile();
     let exec_entries = compiled.exec.iter().map(|rule| {
         let value = ExecRule {
             verdict: Verdict::from(rule.action) as u32,
@@ -276,10 +282,29 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let mut open_paths: LpmTrie<MapData, [u8; RULE_PATH_MAX], OpenRule> =
         take_map(&mut ebpf, "OPEN_PATHS")?;
     sync_trie(&mut open_paths, &open_compiled.paths)?;
-    for rule in &options.open_rules {
-        info!(rule = %rule.name, path = %rule.path, action = ?rule.action, "open rule");
+    for rule in &open_specs {
+        debug!(rule = %rule.name, path = %rule.path, action = ?rule.action, "open rule");
     }
 
+    // Say exactly what the kernel cannot enforce; never imply enforcement that does not happen.
+    if let Some(fallback) = &compiled.exec_fallback {
+        warn!(because = ?fallback.because,
+              "these exec rules (binary globs, basenames, default exec action) need every exec judged in userspace, which this daemon does not do yet: they are NOT enforced");
+    }
+    for entry in compiled
+        .open
+        .iter()
+        .filter(|e| !kernel_matchable(&e.target))
+    {
+        let rule = options
+            .policy
+            .rule(entry.rule_id)
+            .map_or("?", |r| r.name.as_str());
+        warn!(rule, target = ?entry.target, "open rule with a suffix or pattern: the kernel cannot match it, so it is NOT enforced");
+    }
+    if compiled.open_default != crate::policy::Action::Allow {
+        warn!(default = ?compiled.open_default, "[defaults] open is not enforced by the kernel: unmatched opens are allowed");
+    }
     let ring: RingBuf<MapData> = take_map(&mut ebpf, "EVENTS")?;
     let daemon = Arc::new(Daemon {
         backend,
@@ -289,7 +314,13 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         scopes: options.scopes.iter().map(ToString::to_string).collect(),
         allow_userns: options.allow_userns,
         pin_dir: options.pin_dir.clone(),
-        open_rules: options.open_rules.clone(),
+        open_rules: open_specs,
+        userspace_exec: compiled
+            .exec
+            .iter()
+            .filter(|e| e.decided_by == crate::policy::DecidedBy::Userspace)
+            .map(|e| e.key)
+            .collect(),
         kernel: Mutex::new(KernelMaps {
             tracked: take_map(&mut ebpf, "TRACKED")?,
             held: take_map(&mut ebpf, "HELD")?,
@@ -386,6 +417,79 @@ where
         map.remove(&key).map_err(map_err)?;
     }
     Ok(())
+}
+
+/// Whether the kernel's open maps can express an open entry (exact paths and directories).
+fn kernel_matchable(target: &crate::policy::OpenTarget) -> bool {
+    matches!(
+        target,
+        crate::policy::OpenTarget::Exact { .. } | crate::policy::OpenTarget::Prefix(_)
+    )
+}
+
+/// The policy's kernel-matchable open entries as open rules (named after their policy rule).
+fn policy_open_rules(
+    policy: &Policy,
+    compiled: &crate::policy::CompiledPolicy,
+) -> Vec<OpenRuleSpec> {
+    use crate::policy::{OpenTarget, access_mask};
+    compiled
+        .open
+        .iter()
+        .filter_map(|entry| {
+            let path = match &entry.target {
+                OpenTarget::Exact { path, .. } | OpenTarget::Prefix(path) => path.clone(),
+                OpenTarget::Suffix(_) | OpenTarget::Pattern(_) => return None,
+            };
+            let mut bits = 0;
+            if entry.access & access_mask::READ != 0 {
+                bits |= interceptor_common::access::READ;
+            }
+            if entry.access & access_mask::WRITE != 0 {
+                bits |= interceptor_common::access::WRITE
+                    | interceptor_common::access::CREATE
+                    | interceptor_common::access::TRUNCATE;
+            }
+            let rule = policy.rule(entry.rule_id);
+            Some(OpenRuleSpec {
+                name: rule.map_or_else(
+                    || format!("policy rule {}", entry.rule_id),
+                    |r| r.name.clone(),
+                ),
+                path,
+                action: entry.action,
+                access: bits,
+                reason: rule.and_then(|r| r.reason.clone()),
+            })
+        })
+        .collect()
+}
+
+/// What the policy needs to judge a held exec, read while the task is stopped.
+fn exec_context(record: &ExecRecord, argv: &[String]) -> crate::policy::ExecContext {
+    let pid = record.pid;
+    let cwd = procfs::cwd(pid).ok();
+    // The file that was executed (a script itself, not its interpreter), resolved.
+    let binary = cwd
+        .as_ref()
+        .map(|cwd| cwd.join(&record.filename))
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .or_else(|| procfs::exe(pid).ok())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| record.filename.clone());
+    let parent = procfs::stat(pid)
+        .ok()
+        .and_then(|st| procfs::exe(st.ppid).ok());
+    crate::policy::ExecContext {
+        agent: Some(record.agent.clone()),
+        uid: Some(record.uid),
+        binary,
+        argv: argv.to_vec(),
+        cwd: cwd.map(|p| p.display().to_string()),
+        parent: parent.map(|p| p.display().to_string()),
+        env_keys: procfs::env_keys(pid).ok(),
+        home: None,
+    }
 }
 
 /// Like [`sync_map`], for the open-path trie.
@@ -910,18 +1014,45 @@ impl Daemon {
             }
         }
         let argv = procfs::cmdline(pid).unwrap_or_else(|_| record.argv.clone());
-        if record.userspace_decides {
-            // Held only to read the whole argv; the kernel's verdict (allow or audit) stands.
-            self.complete_record(record.seq, &argv);
-            match self.resume(&pidfd) {
-                Ok(()) => info!(pid, agent = %record.agent, argv_len = argv.len(),
-                                latency_us = started.elapsed().as_micros() as u64,
-                                "exec resumed by the daemon after recording its full argv"),
-                Err(e) => warn!(pid, error = %e, "could not resume an exec held for its argv"),
+        let mut rule_name = record.rule.clone();
+        let mut reason = self.rule_reason_by_name(record.rule.as_deref());
+        let policy_decides = record.kind != "open"
+            && !record.unlinked_binary
+            && (record.userspace_decides
+                || self.userspace_exec.contains(&InodeKey {
+                    dev: record.dev,
+                    ino: record.ino,
+                }));
+        if policy_decides {
+            if record.userspace_decides {
+                self.complete_record(record.seq, &argv);
             }
-            return;
+            let decision = self.policy.evaluate_exec(&exec_context(&record, &argv));
+            let winner = decision.winner.as_ref().map(|w| w.name.clone());
+            let latency_us = started.elapsed().as_micros() as u64;
+            match decision.action {
+                crate::policy::Action::Allow | crate::policy::Action::Audit => {
+                    match self.resume(&pidfd) {
+                        Ok(()) => {
+                            info!(pid, agent = %record.agent, rule = ?winner, latency_us, "exec allowed by policy in userspace")
+                        }
+                        Err(e) => {
+                            warn!(pid, error = %e, "could not resume an exec the policy allows")
+                        }
+                    }
+                    return;
+                }
+                crate::policy::Action::Deny => {
+                    let _ = pidfd.signal(libc::SIGKILL);
+                    warn!(pid, agent = %record.agent, rule = ?winner, argv = ?argv, latency_us, "exec denied by policy in userspace (killed before its first instruction)");
+                    return;
+                }
+                crate::policy::Action::Ask => {
+                    rule_name = winner;
+                    reason = Some(decision.reason.clone());
+                }
+            }
         }
-        let reason = self.rule_reason_by_name(record.rule.as_deref());
         let view = |id| PendingView {
             id,
             operation: if record.kind == "open" {
@@ -943,8 +1074,8 @@ impl Daemon {
             cwd: procfs::cwd(pid)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            rule: record.rule.clone().unwrap_or_default(),
-            reason,
+            rule: rule_name.clone().unwrap_or_default(),
+            reason: reason.clone(),
             held_at_ms: record.time_ms,
         };
         let mut state = lock(&self.state);
@@ -1269,7 +1400,11 @@ mod tests {
 
     #[test]
     fn records_clamp_lengths_from_the_kernel() {
-        let policy = Policy::parse(crate::policy::DEFAULT_POLICY, "default").unwrap();
+        let policy = Policy::parse(
+            "version = 1\n[[rule]]\nname = \"no-shred\"\noperation = \"exec\"\nbinary = \"/usr/bin/shred\"\naction = \"deny\"\n[[rule]]\nname = \"hold-curl\"\noperation = \"exec\"\nbinary = \"/usr/bin/curl\"\naction = \"ask\"\n",
+            "test",
+        )
+        .unwrap();
         let mut ev: ExecEvent = unsafe { std::mem::zeroed() };
         ev.kind = EventKind::Exec as u32;
         ev.flags = exec_flags::HELD | exec_flags::ARGV_TRUNCATED;

@@ -49,6 +49,15 @@ pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
     Ok(split_nul(&raw))
 }
 
+/// Names of a process's environment variables (values are never kept: they hold secrets).
+pub fn env_keys(pid: u32) -> io::Result<Vec<String>> {
+    let raw = fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(split_nul(&raw)
+        .into_iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
+        .collect())
+}
+
 /// The current directory of a process.
 pub fn cwd(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/cwd"))

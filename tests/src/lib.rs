@@ -119,7 +119,10 @@ impl Daemon {
     pub fn start_with(dir: &TestDir, rules: &[Rule<'_>], extra: &[&str]) -> Self {
         let socket = dir.join("control.sock");
         let policy = dir.join("policy.toml");
-        fs::write(&policy, "version = 1\n").expect("write policy");
+        // A test may write its own policy first; otherwise the daemon gets an empty one.
+        if !policy.exists() {
+            fs::write(&policy, "version = 1\n").expect("write policy");
+        }
         let pin_dir = Path::new("/sys/fs/bpf").join(dir.path.file_name().expect("test dir name"));
         let mut args: Vec<std::ffi::OsString> =
             vec!["daemon".into(), "--socket".into(), socket.clone().into()];

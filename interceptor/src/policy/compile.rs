@@ -1,0 +1,444 @@
+//! From policy to the kernel's fast path.
+//!
+//! The kernel matches an exec by the binary's (device, inode) alone. A rule that depends
+//! on nothing else compiles to an entry the kernel decides by itself. A rule that also
+//! looks at argv, cwd, parent, environment or the agent makes its binary's entry `ask`
+//! with [`DecidedBy::Userspace`]: the daemon judges the held exec with
+//! [`Policy::evaluate_exec`] in microseconds and only asks a human when the answer is
+//! `ask`. A rule naming programs by glob or basename cannot become inodes: it yields an
+//! [`ExecFallback`] (userspace judges every exec of the agents it applies to), reported by
+//! `policy show` and as a warning by `policy check`. Nothing is dropped silently.
+//!
+//! An `allow` or `audit` rule never needs a hold: the exec runs either way, every agent
+//! exec is reported to the daemon, and the record is labelled by userspace.
+
+use std::{collections::BTreeSet, os::unix::fs::MetadataExt as _};
+
+use interceptor_common::InodeKey;
+use serde::Serialize;
+
+use super::{Access, Action, Operation, Policy, kernel_dev, matcher::RuleMatcher};
+
+/// Who takes the decision for a compiled entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecidedBy {
+    /// The kernel's verdict is final.
+    Kernel,
+    /// The kernel holds (`ask`) and the daemon decides with the policy; it asks a human
+    /// only when the policy's answer is `ask`.
+    Userspace,
+}
+
+/// One `EXEC_RULES` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CompiledExecRule {
+    #[serde(with = "inode")]
+    pub key: InodeKey,
+    /// The rule path that resolved to `key` (the first, when several did).
+    pub path: String,
+    /// The kernel verdict.
+    pub action: Action,
+    /// 1-based index of the rule behind the verdict (for `Userspace`, the rule that made
+    /// the kernel hold; the daemon's decision names the real winner).
+    pub rule_id: u32,
+    pub decided_by: DecidedBy,
+}
+
+/// Execs the kernel cannot pick out by inode, so it must hand every one of them (for these
+/// agents) to userspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecFallback {
+    /// `None`: every agent.
+    pub agents: Option<Vec<String>>,
+    /// Which rules (or `[defaults] exec`) need it.
+    pub because: Vec<String>,
+}
+
+/// What an open entry matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
+pub enum OpenTarget {
+    /// This path; with its (device, inode) when it exists, so hardlinks match too.
+    Exact {
+        path: String,
+        #[serde(with = "inode::optional")]
+        inode: Option<InodeKey>,
+    },
+    /// Every path under this directory (ends with `/`).
+    Prefix(String),
+    /// Every path ending with this.
+    Suffix(String),
+    /// A glob the kernel cannot match: opens are judged in userspace.
+    Pattern(String),
+}
+
+/// `InodeKey` (a kernel-shared type without serde) as `{ "dev": .., "ino": .. }`.
+mod inode {
+    use interceptor_common::InodeKey;
+    use serde::{Serialize as _, Serializer};
+
+    #[derive(serde::Serialize)]
+    struct Key {
+        dev: u64,
+        ino: u64,
+    }
+
+    pub fn serialize<S: Serializer>(k: &InodeKey, s: S) -> Result<S::Ok, S::Error> {
+        Key {
+            dev: k.dev,
+            ino: k.ino,
+        }
+        .serialize(s)
+    }
+
+    pub mod optional {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(k: &Option<InodeKey>, s: S) -> Result<S::Ok, S::Error> {
+            k.map(|k| Key {
+                dev: k.dev,
+                ino: k.ino,
+            })
+            .serialize(s)
+        }
+    }
+}
+
+/// Access bits of an open entry.
+pub mod access_mask {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+}
+
+/// One entry of the (future) kernel open map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CompiledOpenRule {
+    pub target: OpenTarget,
+    /// [`access_mask`] bits this entry applies to.
+    pub access: u32,
+    pub action: Action,
+    pub rule_id: u32,
+    pub decided_by: DecidedBy,
+    /// The home `~` was expanded to, if the pattern used it.
+    pub home: Option<String>,
+}
+
+/// A policy resolved against this host's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CompiledPolicy {
+    /// Entries for the kernel's `EXEC_RULES` map, one per binary.
+    pub exec: Vec<CompiledExecRule>,
+    /// When set, execs without an entry must be judged in userspace too.
+    pub exec_fallback: Option<ExecFallback>,
+    /// Entries for the kernel's open rules (not enforced by the kernel yet).
+    pub open: Vec<CompiledOpenRule>,
+    /// The verdict for an agent open no entry matches (`[defaults] open`).
+    pub open_default: Action,
+    /// (rule name, why) for rules none of whose binaries exist on this host.
+    pub unresolved: Vec<(String, String)>,
+    /// `allow`/`audit` rules the kernel does not hold for: userspace labels their records.
+    pub labelled_in_userspace: Vec<String>,
+    pub policy_version: String,
+}
+
+impl CompiledPolicy {
+    /// Who decides an exec of this binary; `None` when it has no entry.
+    pub fn decided_by(&self, key: InodeKey) -> Option<DecidedBy> {
+        self.exec
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.decided_by)
+    }
+
+    /// What an operator must know: everything the kernel does not decide by itself.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(f) = &self.exec_fallback {
+            let who = f.agents.as_ref().map_or("every agent".to_string(), |a| {
+                format!("agents {}", a.join(", "))
+            });
+            out.push(format!(
+                "every exec of {who} must be judged in userspace (rules naming programs by glob or basename, or a restrictive default: {})",
+                f.because.join(", ")
+            ));
+        }
+        for (rule, why) in &self.unresolved {
+            out.push(format!("rule {rule} cannot match in the kernel: {why}"));
+        }
+        let patterns: Vec<String> = self
+            .open
+            .iter()
+            .filter(|o| matches!(o.target, OpenTarget::Pattern(_)))
+            .map(|o| match &o.target {
+                OpenTarget::Pattern(p) => p.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        if !patterns.is_empty() {
+            out.push(format!(
+                "open patterns the kernel cannot match are judged in userspace: {}",
+                patterns.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+struct Candidate {
+    rule_id: u32,
+    action: Action,
+    decided_by: DecidedBy,
+    path: String,
+}
+
+pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
+    let mut per_key: Vec<(InodeKey, Vec<Candidate>)> = Vec::new();
+    let mut unresolved = Vec::new();
+    let mut labelled = Vec::new();
+    let mut fallback_because = Vec::new();
+    let mut fallback_agents: Option<BTreeSet<String>> = Some(BTreeSet::new());
+    let mut fallback_all = false;
+
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let rule_id = index as u32 + 1;
+        let RuleMatcher::Exec(m) = &rule.matcher else {
+            continue;
+        };
+        let spec = &m.spec;
+        let kernel_only = spec.binary_only() && rule.agents.is_empty();
+        let decided_by = if kernel_only {
+            DecidedBy::Kernel
+        } else if rule.action >= Action::Ask {
+            DecidedBy::Userspace
+        } else {
+            labelled.push(rule.name.clone());
+            continue;
+        };
+        if decided_by == DecidedBy::Userspace
+            && (!spec.binary_glob.is_empty() || !spec.basename.is_empty() || spec.binary.is_empty())
+        {
+            fallback_because.push(rule.name.clone());
+            if rule.agents.is_empty() {
+                fallback_all = true;
+            } else if let Some(set) = &mut fallback_agents {
+                set.extend(rule.agents.iter().cloned());
+            }
+        }
+        let mut resolved_any = false;
+        let mut missing = Vec::new();
+        for path in &spec.binary {
+            match std::fs::metadata(path) {
+                Ok(meta) => {
+                    resolved_any = true;
+                    let key = InodeKey {
+                        dev: kernel_dev(meta.dev()),
+                        ino: meta.ino(),
+                    };
+                    let candidate = Candidate {
+                        rule_id,
+                        action: if decided_by == DecidedBy::Kernel {
+                            rule.action
+                        } else {
+                            Action::Ask
+                        },
+                        decided_by,
+                        path: path.clone(),
+                    };
+                    match per_key.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, list)) => list.push(candidate),
+                        None => per_key.push((key, vec![candidate])),
+                    }
+                }
+                Err(e) => missing.push(format!("{path}: {e}")),
+            }
+        }
+        if !spec.binary.is_empty() && !resolved_any {
+            unresolved.push((rule.name.clone(), missing.join("; ")));
+        }
+    }
+    if policy.defaults.exec >= Action::Ask {
+        fallback_all = true;
+        fallback_because.push(format!("[defaults] exec = \"{}\"", policy.defaults.exec));
+    }
+    let exec_fallback = (!fallback_because.is_empty()).then(|| ExecFallback {
+        agents: if fallback_all {
+            None
+        } else {
+            fallback_agents.map(|s| s.into_iter().collect())
+        },
+        because: fallback_because,
+    });
+
+    let exec = per_key
+        .into_iter()
+        .map(|(key, candidates)| merge(key, &candidates, exec_fallback.is_some()))
+        .collect();
+
+    CompiledPolicy {
+        exec,
+        exec_fallback,
+        open: compile_open(policy),
+        open_default: policy.defaults.open,
+        unresolved,
+        labelled_in_userspace: labelled,
+        policy_version: policy.version().to_string(),
+    }
+}
+
+/// One entry per binary. The kernel's own verdict stands when it is `deny`, or when no
+/// userspace rule could make it stricter; otherwise the kernel holds and userspace decides.
+fn merge(key: InodeKey, candidates: &[Candidate], fallback: bool) -> CompiledExecRule {
+    let strictest = |decided_by: DecidedBy| {
+        candidates
+            .iter()
+            .filter(|c| c.decided_by == decided_by)
+            .fold(None::<&Candidate>, |best, c| match best {
+                Some(b) if b.action >= c.action => Some(b),
+                _ => Some(c),
+            })
+    };
+    let kernel = strictest(DecidedBy::Kernel);
+    let user = strictest(DecidedBy::Userspace);
+    let kernel_action = kernel.map_or(Action::Allow, |k| k.action);
+    let entry = |c: &Candidate, action, decided_by| CompiledExecRule {
+        key,
+        path: c.path.clone(),
+        action,
+        rule_id: c.rule_id,
+        decided_by,
+    };
+    match (kernel, user) {
+        (Some(k), _) if k.action == Action::Deny => entry(k, Action::Deny, DecidedBy::Kernel),
+        (_, Some(u)) if u.action > kernel_action || fallback => {
+            entry(u, Action::Ask, DecidedBy::Userspace)
+        }
+        (Some(k), _) if fallback => entry(k, Action::Ask, DecidedBy::Userspace),
+        (Some(k), _) => entry(k, k.action, DecidedBy::Kernel),
+        (None, Some(u)) => entry(u, Action::Ask, DecidedBy::Userspace),
+        (None, None) => unreachable!("an entry has at least one candidate"),
+    }
+}
+
+/// Homes `~` stands for: the agents' homes, and for rules that apply to every agent also
+/// the home of every login account (uid 0 and uids from 1000), since any of them may
+/// launch an agent.
+fn homes_for(policy: &Policy, agents: &[String]) -> Vec<String> {
+    let mut homes = BTreeSet::new();
+    let declared = policy
+        .agents
+        .iter()
+        .filter(|a| agents.is_empty() || agents.contains(&a.name));
+    for a in declared {
+        if let Some(h) = a
+            .home
+            .clone()
+            .or_else(|| a.uids.first().and_then(|u| super::matcher::passwd_home(*u)))
+        {
+            homes.insert(h);
+        }
+    }
+    if agents.is_empty()
+        && let Ok(passwd) = std::fs::read_to_string("/etc/passwd")
+    {
+        for line in passwd.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() >= 6
+                && let Ok(uid) = f[2].parse::<u32>()
+                && (uid == 0 || (1000..65534).contains(&uid))
+                && f[5].starts_with('/')
+                && f[5] != "/"
+            {
+                homes.insert(f[5].to_string());
+            }
+        }
+    }
+    homes.into_iter().collect()
+}
+
+fn is_literal(s: &str) -> bool {
+    !s.contains(['*', '?', '[', ']', '{', '}', '\\'])
+}
+
+fn open_target(pattern: &str) -> OpenTarget {
+    if is_literal(pattern) {
+        let inode = std::fs::metadata(pattern).ok().map(|m| InodeKey {
+            dev: kernel_dev(m.dev()),
+            ino: m.ino(),
+        });
+        return OpenTarget::Exact {
+            path: pattern.to_string(),
+            inode,
+        };
+    }
+    if let Some(dir) = pattern.strip_suffix("/**")
+        && is_literal(dir)
+    {
+        return OpenTarget::Prefix(format!("{dir}/"));
+    }
+    if let Some(tail) = pattern.strip_prefix("**/") {
+        if is_literal(tail) {
+            return OpenTarget::Suffix(format!("/{tail}"));
+        }
+        if let Some(end) = tail.strip_prefix('*')
+            && is_literal(end)
+            && !end.contains('/')
+            && !end.is_empty()
+        {
+            return OpenTarget::Suffix(end.to_string());
+        }
+    }
+    OpenTarget::Pattern(pattern.to_string())
+}
+
+fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
+    let mut out = Vec::new();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        if rule.operation != Operation::Open {
+            continue;
+        }
+        let RuleMatcher::Open(m) = &rule.matcher else {
+            continue;
+        };
+        let access = match m.access {
+            Access::Read => access_mask::READ,
+            Access::Write => access_mask::WRITE,
+            Access::Any => access_mask::READ | access_mask::WRITE,
+        };
+        let scoped = !rule.agents.is_empty();
+        let mut push = |target: OpenTarget, home: Option<String>| {
+            let decided_by = if scoped || matches!(target, OpenTarget::Pattern(_)) {
+                DecidedBy::Userspace
+            } else {
+                DecidedBy::Kernel
+            };
+            out.push(CompiledOpenRule {
+                action: if decided_by == DecidedBy::Userspace {
+                    rule.action.max(Action::Ask)
+                } else {
+                    rule.action
+                },
+                target,
+                access,
+                rule_id: index as u32 + 1,
+                decided_by,
+                home,
+            });
+        };
+        for pattern in &m.paths {
+            let Some(rest) = pattern.strip_prefix('~') else {
+                push(open_target(pattern), None);
+                continue;
+            };
+            let homes = homes_for(policy, &rule.agents);
+            if homes.is_empty() {
+                push(OpenTarget::Pattern(pattern.clone()), None);
+            }
+            for home in homes {
+                let expanded = format!("{}{rest}", home.trim_end_matches('/'));
+                push(open_target(&expanded), Some(home));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,932 @@
+//! Scenarios: shipped policies, rejected policies, decisions, compilation, drift of the
+//! documentation, and properties of the matcher.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use interceptor_common::InodeKey;
+use proptest::prelude::*;
+
+use super::*;
+
+fn policies_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(toml_files(&path));
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn exec(binary: &str, argv: &[&str]) -> ExecContext {
+    ExecContext {
+        agent: Some("agent".into()),
+        uid: Some(1000),
+        binary: binary.into(),
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        cwd: Some("/home/agent/src".into()),
+        parent: Some("/usr/bin/bash".into()),
+        env_keys: Some(Vec::new()),
+        home: Some("/home/agent".into()),
+    }
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("interceptor-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn file(&self, name: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, b"#!/bin/sh\n").unwrap();
+        path.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn every_shipped_policy_parses_and_its_inline_tests_pass() {
+    let files = toml_files(&policies_dir());
+    assert!(files.len() >= 4, "default.toml and the examples: {files:?}");
+    for file in files {
+        let policy = Policy::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !policy.tests.is_empty(),
+            "{} has no [[test]] cases",
+            file.display()
+        );
+        let failures: Vec<String> = policy
+            .run_tests()
+            .into_iter()
+            .filter(|r| !r.passed)
+            .map(|r| format!("{}: {}", r.name, r.failure.unwrap_or_default()))
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "{}:\n{}",
+            file.display(),
+            failures.join("\n")
+        );
+    }
+}
+
+#[test]
+fn the_built_in_default_is_policies_default_toml() {
+    let policy = Policy::parse(DEFAULT_POLICY, "built-in default policy").unwrap();
+    let on_disk = Policy::load(&policies_dir().join("default.toml")).unwrap();
+    assert_eq!(policy.version(), on_disk.version());
+    // Every rule carries both frameworks' control tags.
+    for rule in &policy.rules {
+        assert!(
+            rule.controls.iter().any(|c| c.starts_with("SOC2:"))
+                && rule.controls.iter().any(|c| c.starts_with("NIST-800-53:")),
+            "rule {} lacks SOC 2 or NIST 800-53 tags: {:?}",
+            rule.name,
+            rule.controls
+        );
+    }
+}
+
+#[test]
+fn every_invalid_policy_is_rejected_at_its_line_and_column() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/policy/testdata/invalid");
+    let files = toml_files(&dir);
+    assert!(files.len() >= 20, "{files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} has no `# expect: LINE:COL: text` line", file.display()));
+        let mut parts = expect.splitn(3, ':');
+        let line: usize = parts.next().unwrap().parse().unwrap();
+        let column: usize = parts.next().unwrap().parse().unwrap();
+        let needle = parts.next().unwrap().trim();
+        let err = Policy::parse(&text, "p.toml").expect_err(&file.display().to_string());
+        let PolicyError::Parse {
+            line: l,
+            column: c,
+            message,
+            ..
+        } = &err
+        else {
+            panic!("{}: {err}", file.display())
+        };
+        assert!(
+            (*l, *c) == (line, column) && message.contains(needle),
+            "{}: expected {line}:{column}: {needle}\n  got {err}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn the_original_minimal_format_still_reads() {
+    let text = "version = 1\n[[rule]]\nname = \"hold-curl\"\noperation = \"exec\"\nbinary = \"/usr/bin/curl\"\naction = \"ask\"\nreason = \"Can send local data anywhere.\"\n";
+    let policy = Policy::parse(text, "old.toml").unwrap();
+    let rule = policy.rule(1).unwrap();
+    assert_eq!(
+        (rule.name.as_str(), rule.action),
+        ("hold-curl", Action::Ask)
+    );
+    assert_eq!(
+        rule.reason.as_deref(),
+        Some("Can send local data anywhere.")
+    );
+    assert_eq!(rule.line, 2, "the rule is reported at its [[rule]] line");
+    let d = policy.evaluate_exec(&exec("/usr/bin/curl", &["curl", "https://example.com"]));
+    assert_eq!(d.action, Action::Ask);
+    assert_eq!(d.reason, "Can send local data anywhere.");
+}
+
+#[test]
+fn most_restrictive_rule_wins_and_ties_go_to_the_first_in_the_file() {
+    let text = r#"
+version = 1
+[[rule]]
+name = "git-is-fine"
+operation = "exec"
+binary = "/usr/bin/git"
+action = "allow"
+[[rule]]
+name = "push-is-recorded"
+operation = "exec"
+binary = "/usr/bin/git"
+arg = [{ index = 1, glob = "push" }]
+action = "audit"
+reason = "pushes are recorded"
+[[rule]]
+name = "force-push-asks"
+operation = "exec"
+binary = "/usr/bin/git"
+any_arg = ["--force", "-f"]
+action = "ask"
+reason = "first ask rule"
+controls = ["SOC2:CC8.1"]
+[[rule]]
+name = "force-push-asks-too"
+operation = "exec"
+basename = "git"
+argv_regex = '--force'
+action = "ask"
+reason = "second ask rule"
+"#;
+    let policy = Policy::parse(text, "p.toml").unwrap();
+    let d = policy.evaluate_exec(&exec("/usr/bin/git", &["git", "push", "--force"]));
+    assert_eq!(d.action, Action::Ask);
+    assert_eq!(
+        d.winner.as_ref().unwrap().name,
+        "force-push-asks",
+        "tie: first in file wins"
+    );
+    assert_eq!(d.reason, "first ask rule");
+    assert_eq!(d.controls, ["SOC2:CC8.1"]);
+    let names: Vec<&str> = d.matched.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "git-is-fine",
+            "push-is-recorded",
+            "force-push-asks",
+            "force-push-asks-too"
+        ]
+    );
+    assert_eq!(d.policy_version, policy.version());
+
+    let d = policy.evaluate_exec(&exec("/usr/bin/git", &["git", "push", "origin"]));
+    assert_eq!(
+        (d.action, d.reason.as_str()),
+        (Action::Audit, "pushes are recorded")
+    );
+    let d = policy.evaluate_exec(&exec("/usr/bin/git", &["git", "status"]));
+    assert_eq!(d.action, Action::Allow);
+    let d = policy.evaluate_exec(&exec("/usr/bin/ls", &["ls"]));
+    assert_eq!(
+        (d.action, d.winner.is_none()),
+        (Action::Audit, true),
+        "the default applies"
+    );
+}
+
+#[test]
+fn the_policy_version_is_the_sha256_of_the_source_and_cli_rules() {
+    let a = Policy::parse("version = 1\n", "a").unwrap();
+    // `printf 'version = 1\n' | sha256sum`
+    assert_eq!(
+        a.version(),
+        "dbab12665d98aef021ba64953c61b0ed8a908cfb56a1c01e2fcb4b052b71a2a1"
+    );
+    assert_eq!(a.version().len(), 64);
+    let b = Policy::parse("version = 1\n# a comment changes the version\n", "b").unwrap();
+    assert_ne!(a.version(), b.version());
+    let mut c = a.clone();
+    c.add_cli_rule(Action::Deny, "/usr/bin/shred");
+    assert_ne!(
+        a.version(),
+        c.version(),
+        "command-line rules are part of what decides"
+    );
+    let d = c.evaluate_exec(&exec("/usr/bin/shred", &["shred", "x"]));
+    assert_eq!(
+        (d.action, d.policy_version.as_str()),
+        (Action::Deny, c.version())
+    );
+}
+
+#[test]
+fn compile_resolves_inodes_and_keeps_the_most_restrictive_rule() {
+    let dir = Scratch::new("policy-compile");
+    let bin = dir.file("tool");
+    let link = dir.0.join("tool-link");
+    std::os::unix::fs::symlink(&bin, &link).unwrap();
+
+    let mut policy = Policy::empty("test");
+    policy.add_cli_rule(Action::Ask, link.to_str().unwrap());
+    policy.add_cli_rule(Action::Deny, &bin);
+    policy.add_cli_rule(Action::Deny, "/nonexistent/interceptor-test-binary");
+    let compiled = policy.compile();
+
+    let meta = std::fs::metadata(&bin).unwrap();
+    assert_eq!(
+        compiled.exec.len(),
+        1,
+        "symlink and target are one file: {compiled:?}"
+    );
+    assert_eq!(
+        compiled.exec[0].key,
+        InodeKey {
+            dev: kernel_dev(meta.dev()),
+            ino: meta.ino()
+        }
+    );
+    assert_eq!(compiled.exec[0].action, Action::Deny);
+    assert_eq!(compiled.exec[0].rule_id, 2);
+    assert_eq!(compiled.exec[0].decided_by, DecidedBy::Kernel);
+    assert_eq!(compiled.unresolved.len(), 1);
+    assert_eq!(policy.rule(2).unwrap().action, Action::Deny);
+    assert!(policy.rule(0).is_none() && policy.rule(4).is_none());
+}
+
+#[test]
+fn argv_rules_make_the_kernel_hold_for_userspace_and_never_weaken_it() {
+    let dir = Scratch::new("policy-argv");
+    let git = dir.file("git");
+    let psql = dir.file("psql");
+    let shred = dir.file("shred");
+    let text = format!(
+        r#"
+version = 1
+[[rule]]
+name = "git-recorded"
+operation = "exec"
+binary = "{git}"
+action = "audit"
+[[rule]]
+name = "force-push"
+operation = "exec"
+binary = "{git}"
+any_arg = ["--force"]
+action = "ask"
+[[rule]]
+name = "psql-allowed"
+operation = "exec"
+binary = "{psql}"
+action = "allow"
+[[rule]]
+name = "psql-prod-allowed-with-label"
+operation = "exec"
+binary = "{psql}"
+argv_regex = "prod"
+action = "audit"
+[[rule]]
+name = "shred-denied"
+operation = "exec"
+binary = "{shred}"
+action = "deny"
+[[rule]]
+name = "shred-verbose-asks"
+operation = "exec"
+binary = "{shred}"
+any_arg = ["-v"]
+action = "ask"
+"#
+    );
+    let policy = Policy::parse(&text, "p.toml").unwrap();
+    let compiled = policy.compile();
+    let entry = |path: &str| {
+        compiled
+            .exec
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap()
+            .clone()
+    };
+    let git_entry = entry(&git);
+    assert_eq!(
+        (git_entry.action, git_entry.decided_by, git_entry.rule_id),
+        (Action::Ask, DecidedBy::Userspace, 2),
+        "an argv rule that can ask makes the kernel hold git for userspace"
+    );
+    let psql_entry = entry(&psql);
+    assert_eq!(
+        (psql_entry.action, psql_entry.decided_by),
+        (Action::Allow, DecidedBy::Kernel),
+        "an audit-only argv rule does not hold: the exec runs either way"
+    );
+    assert_eq!(
+        compiled.labelled_in_userspace,
+        ["psql-prod-allowed-with-label"]
+    );
+    let shred_entry = entry(&shred);
+    assert_eq!(
+        (shred_entry.action, shred_entry.decided_by),
+        (Action::Deny, DecidedBy::Kernel),
+        "deny in the kernel stays deny"
+    );
+    assert!(compiled.exec_fallback.is_none());
+
+    // Userspace answers the held exec without a human when the answer is not ask.
+    let d = policy.evaluate_exec(&exec(&git, &["git", "push"]));
+    assert_eq!(d.action, Action::Audit);
+    let d = policy.evaluate_exec(&exec(&git, &["git", "push", "--force"]));
+    assert_eq!(d.action, Action::Ask);
+}
+
+#[test]
+fn glob_and_basename_rules_fall_back_to_userspace_for_every_exec_loudly() {
+    let dir = Scratch::new("policy-fallback");
+    let make = dir.file("make");
+    let text = format!(
+        r#"
+version = 1
+[[agent]]
+name = "data"
+[[rule]]
+name = "make-allowed"
+operation = "exec"
+binary = "{make}"
+action = "allow"
+[[rule]]
+name = "any-pg-dump"
+operation = "exec"
+basename = ["pg_dump", "pg_dumpall"]
+binary_glob = "/usr/lib/postgresql/*/bin/pg_dump"
+agents = ["data"]
+action = "ask"
+"#
+    );
+    let policy = Policy::parse(&text, "p.toml").unwrap();
+    let compiled = policy.compile();
+    let fallback = compiled
+        .exec_fallback
+        .as_ref()
+        .expect("a fallback, not a dropped rule");
+    assert_eq!(fallback.agents.as_deref(), Some(&["data".to_string()][..]));
+    assert_eq!(fallback.because, ["any-pg-dump"]);
+    assert!(
+        compiled
+            .warnings()
+            .iter()
+            .any(|w| w.contains("agents data") && w.contains("any-pg-dump")),
+        "{:?}",
+        compiled.warnings()
+    );
+    let entry = &compiled.exec[0];
+    assert_eq!(
+        (entry.action, entry.decided_by),
+        (Action::Ask, DecidedBy::Userspace),
+        "an allow entry would let a copied pg_dump named make skip the basename rule"
+    );
+
+    let mut ctx = exec(
+        "/usr/lib/postgresql/16/bin/pg_dump",
+        &["pg_dump", "-h", "db"],
+    );
+    ctx.agent = Some("data".into());
+    assert_eq!(policy.evaluate_exec(&ctx).action, Action::Ask);
+    ctx.agent = Some("copilot".into());
+    assert_eq!(
+        policy.evaluate_exec(&ctx).action,
+        Action::Audit,
+        "other agents are not covered"
+    );
+}
+
+#[test]
+fn a_restrictive_default_is_a_userspace_fallback_too() {
+    let policy = Policy::parse("version = 1\n[defaults]\nexec = \"ask\"\n", "strict").unwrap();
+    let compiled = policy.compile();
+    let fallback = compiled
+        .exec_fallback
+        .expect("every exec must reach userspace");
+    assert_eq!(fallback.agents, None);
+    assert_eq!(fallback.because, ["[defaults] exec = \"ask\""]);
+}
+
+#[test]
+fn a_symlinked_binary_is_judged_as_the_file_it_points_to() {
+    let dir = Scratch::new("policy-symlink");
+    let real = dir.file("pg_dump");
+    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let innocent = dir.0.join("backup-helper");
+    std::os::unix::fs::symlink(&real, &innocent).unwrap();
+    let text = format!(
+        "version = 1\n[[rule]]\nname = \"dumps\"\noperation = \"exec\"\nbinary = \"{real}\"\nargv_regex = 'prod'\naction = \"ask\"\n"
+    );
+    let policy = Policy::parse(&text, "p.toml").unwrap();
+
+    // What the kernel reports for `./backup-helper -h prod-db` is the resolved file.
+    let resolved = matcher::resolve_command("./backup-helper", &dir.0, "").unwrap();
+    assert_eq!(
+        resolved,
+        std::fs::canonicalize(&real).unwrap().to_str().unwrap()
+    );
+    let d = policy.evaluate_exec(&exec(&resolved, &["backup-helper", "-h", "prod-db"]));
+    assert_eq!(d.action, Action::Ask);
+    // Found on $PATH under its other name, too.
+    let via_path =
+        matcher::resolve_command("backup-helper", Path::new("/"), dir.0.to_str().unwrap());
+    assert_eq!(via_path.as_deref(), Some(resolved.as_str()));
+    // And the kernel entry is the same inode whichever name is used.
+    let key = policy.compile().exec[0].key;
+    let meta = std::fs::metadata(&innocent).unwrap();
+    assert_eq!(key.ino, meta.ino());
+}
+
+#[test]
+fn quoted_and_split_arguments_are_judged_on_the_argv_the_program_gets() {
+    let policy = Policy::parse(DEFAULT_POLICY, "default").unwrap();
+    let shapes: [&[&str]; 5] = [
+        &["psql", "-h", "prod-db"],
+        &["psql", "-hprod-db"],
+        &["psql", "--host=prod-db"],
+        &["psql", "--host", "prod-db"],
+        // `psql "-h" 'prod-db'` reaches the program as the first shape.
+        &["psql", "-h", "prod-db", "-c", "select 1"],
+    ];
+    for argv in shapes {
+        let d = policy.evaluate_exec(&exec("/usr/bin/psql", argv));
+        assert_eq!(d.action, Action::Ask, "{argv:?}");
+    }
+    let d = policy.evaluate_exec(&exec("/usr/bin/psql", &["psql", "-h", "staging-db"]));
+    assert_eq!(d.action, Action::Audit);
+}
+
+#[test]
+fn unknown_facts_never_let_an_ask_rule_slip_and_never_make_an_allow_rule_match() {
+    let text = r#"
+version = 1
+[[rule]]
+name = "prod-cwd-asks"
+operation = "exec"
+binary = "/usr/bin/make"
+cwd = "/srv/prod/**"
+action = "ask"
+[[rule]]
+name = "preload-denied"
+operation = "exec"
+binary = "/usr/bin/make"
+env = ["LD_PRELOAD"]
+action = "deny"
+[[rule]]
+name = "from-ide-allowed"
+operation = "exec"
+binary = "/usr/bin/make"
+parent = "/opt/ide/**"
+action = "allow"
+"#;
+    let policy = Policy::parse(text, "p.toml").unwrap();
+    let mut ctx = exec("/usr/bin/make", &["make"]);
+    ctx.cwd = None;
+    ctx.env_keys = None;
+    ctx.parent = None;
+    let d = policy.evaluate_exec(&ctx);
+    assert_eq!(d.action, Action::Deny);
+    let assumed: Vec<(&str, &[String])> = d
+        .matched
+        .iter()
+        .map(|m| (m.name.as_str(), &m.assumed[..]))
+        .collect();
+    assert_eq!(
+        assumed,
+        [
+            ("prod-cwd-asks", &["cwd".to_string()][..]),
+            ("preload-denied", &["env".to_string()][..])
+        ]
+    );
+    let mut known = exec("/usr/bin/make", &["make"]);
+    known.parent = Some("/opt/ide/bin/ide".into());
+    let d = policy.evaluate_exec(&known);
+    assert_eq!((d.action, d.matched.len()), (Action::Allow, 1));
+}
+
+#[test]
+fn open_rules_expand_tilde_per_agent_and_respect_the_access_mode() {
+    let text = r#"
+version = 1
+[[agent]]
+name = "ops"
+uid = 1500
+home = "/var/lib/ops-agent"
+[[agent]]
+name = "dev"
+launched_name = ["claude*", "copilot"]
+home = "/home/dev"
+[[rule]]
+name = "kube-config"
+operation = "open"
+path = "~/.kube/config"
+action = "ask"
+[[rule]]
+name = "rc-writes"
+operation = "open"
+path = ["~/.bashrc"]
+access = "write"
+action = "deny"
+[[rule]]
+name = "ops-data"
+operation = "open"
+agents = ["ops"]
+path = ["/srv/data/**", "**/*.sql", "**/id_rsa", "/srv/*/secret-[0-9].txt"]
+action = "ask"
+"#;
+    let policy = Policy::parse(text, "p.toml").unwrap();
+    let open = |agent: &str, path: &str, access| OpenContext {
+        agent: Some(agent.into()),
+        uid: None,
+        path: path.into(),
+        access,
+        home: None,
+    };
+    let d = policy.evaluate_open(&open(
+        "ops",
+        "/var/lib/ops-agent/.kube/config",
+        AccessMode::READ,
+    ));
+    assert_eq!(d.action, Action::Ask);
+    let d = policy.evaluate_open(&open(
+        "dev",
+        "/var/lib/ops-agent/.kube/config",
+        AccessMode::READ,
+    ));
+    assert_eq!(
+        d.action,
+        Action::Allow,
+        "another agent's home is not dev's ~"
+    );
+    let d = policy.evaluate_open(&open("dev", "/home/dev/.bashrc", AccessMode::READ));
+    assert_eq!(d.action, Action::Allow);
+    let d = policy.evaluate_open(&open("dev", "/home/dev/.bashrc", AccessMode::WRITE));
+    assert_eq!(d.action, Action::Deny);
+    let d = policy.evaluate_open(&open("dev", "/srv/data/x.csv", AccessMode::READ));
+    assert_eq!(d.action, Action::Allow, "ops-data applies to ops only");
+    let d = policy.evaluate_open(&open("ops", "/srv/data/x.csv", AccessMode::READ));
+    assert_eq!(d.action, Action::Ask);
+
+    // Agents are recognised by uid or launched name.
+    assert_eq!(
+        policy
+            .select_agent(1500, None, None)
+            .map(|a| a.name.as_str()),
+        Some("ops")
+    );
+    assert_eq!(
+        policy
+            .select_agent(1000, None, Some("claude-code"))
+            .map(|a| a.name.as_str()),
+        Some("dev")
+    );
+    assert!(policy.select_agent(1000, None, Some("cursor")).is_none());
+
+    let compiled = policy.compile();
+    let targets: Vec<(OpenTarget, DecidedBy, Option<&str>)> = compiled
+        .open
+        .iter()
+        .map(|o| (o.target.clone(), o.decided_by, o.home.as_deref()))
+        .collect();
+    let exact = |p: &str| OpenTarget::Exact {
+        path: p.into(),
+        inode: None,
+    };
+    assert!(targets.contains(&(
+        exact("/var/lib/ops-agent/.kube/config"),
+        DecidedBy::Kernel,
+        Some("/var/lib/ops-agent")
+    )));
+    assert!(targets.contains(&(
+        exact("/home/dev/.kube/config"),
+        DecidedBy::Kernel,
+        Some("/home/dev")
+    )));
+    assert!(targets.contains(&(
+        OpenTarget::Prefix("/srv/data/".into()),
+        DecidedBy::Userspace,
+        None
+    )));
+    assert!(targets.contains(&(
+        OpenTarget::Suffix(".sql".into()),
+        DecidedBy::Userspace,
+        None
+    )));
+    assert!(targets.contains(&(
+        OpenTarget::Suffix("/id_rsa".into()),
+        DecidedBy::Userspace,
+        None
+    )));
+    assert!(targets.contains(&(
+        OpenTarget::Pattern("/srv/*/secret-[0-9].txt".into()),
+        DecidedBy::Userspace,
+        None
+    )));
+    let rc = compiled.open.iter().find(|o| o.rule_id == 2).unwrap();
+    assert_eq!((rc.access, rc.action), (access_mask::WRITE, Action::Deny));
+}
+
+#[test]
+fn an_unknown_home_still_matches_tilde_rules_under_any_home() {
+    let policy = Policy::parse(
+        "version = 1\n[[rule]]\nname = \"keys\"\noperation = \"open\"\npath = \"~/.ssh/id_*\"\naction = \"ask\"\n",
+        "p.toml",
+    )
+    .unwrap();
+    let d = policy.evaluate_open(&OpenContext {
+        agent: None,
+        uid: Some(4_000_000),
+        path: "/home/someone/.ssh/id_rsa".into(),
+        access: AccessMode::READ,
+        home: None,
+    });
+    assert_eq!(d.action, Action::Ask);
+}
+
+#[test]
+fn asks_carry_reviewers_timeout_and_grant_limits() {
+    let text = r#"
+version = 1
+[defaults]
+timeout = "2m"
+reviewers = ["oncall"]
+[groups]
+dba = ["alice", "bob"]
+[[rule]]
+name = "dumps"
+operation = "exec"
+binary = "/usr/bin/pg_dump"
+action = "ask"
+reviewers = ["@dba", "carol", "alice"]
+timeout = "15m"
+on_timeout = "deny"
+grant = { max_ttl = "1h", max_uses = 3, scope = "exact-argv" }
+severity = "high"
+[[rule]]
+name = "sudo"
+operation = "exec"
+binary = "/usr/bin/sudo"
+action = "ask"
+"#;
+    let policy = Policy::parse(text, "p.toml").unwrap();
+    let d = policy.evaluate_exec(&exec("/usr/bin/pg_dump", &["pg_dump"]));
+    assert_eq!(d.reviewers, ["alice", "bob", "carol"]);
+    assert_eq!(
+        (d.timeout_secs, d.on_timeout, d.severity),
+        (900, Action::Deny, Some(Severity::High))
+    );
+    let grant = policy.rule(1).unwrap().grant.clone().unwrap();
+    assert_eq!(grant.max_ttl, Some(std::time::Duration::from_secs(3600)));
+    assert_eq!(
+        (grant.max_uses, grant.scope),
+        (Some(3), GrantScope::ExactArgv)
+    );
+    let d = policy.evaluate_exec(&exec("/usr/bin/sudo", &["sudo", "id"]));
+    assert_eq!(
+        (d.reviewers.as_slice(), d.timeout_secs),
+        (&["oncall".to_string()][..], 120)
+    );
+}
+
+#[test]
+fn docs_policy_md_documents_every_field_of_the_schema() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/policy.md"))
+            .unwrap();
+    let mut missing = Vec::new();
+    for (section, fields) in schema::schema_fields() {
+        assert!(!fields.is_empty(), "{section}");
+        let Some(start) = doc.find(&format!("### `{section}`")) else {
+            missing.push(format!("section heading ### `{section}`"));
+            continue;
+        };
+        let body = &doc[start..];
+        let body = &body[..body[4..].find("\n### ").map_or(body.len(), |i| i + 4)];
+        for field in fields {
+            if !body.contains(&format!("| `{field}` |")) {
+                missing.push(format!("{section} `{field}`"));
+            }
+        }
+    }
+    for value in [
+        "allow",
+        "audit",
+        "ask",
+        "deny",
+        "exec",
+        "open",
+        "read",
+        "write",
+        "any",
+        "once",
+        "exact-argv",
+        "binary",
+        "low",
+        "medium",
+        "high",
+        "critical",
+    ] {
+        if !doc.contains(&format!("`{value}`")) {
+            missing.push(format!("value `{value}`"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/policy.md is missing: {missing:#?}"
+    );
+}
+
+// ------------------------------------------------------------------ properties
+
+const BINARIES: [&str; 3] = ["/usr/bin/alpha", "/usr/bin/beta", "/opt/tools/gamma"];
+const WORDS: [&str; 4] = ["push", "--force", "delete", "prod"];
+const ACTIONS: [Action; 4] = [Action::Allow, Action::Audit, Action::Ask, Action::Deny];
+
+/// A generated rule: which program, which argument must be present, what it does.
+#[derive(Debug, Clone)]
+struct GenRule {
+    program: Option<(usize, bool)>, // (binary index, by basename)
+    any_arg: Option<usize>,
+    position: Option<(usize, usize)>, // (index 1..=2, word)
+    action: Action,
+}
+
+fn gen_rule() -> impl Strategy<Value = GenRule> {
+    (
+        proptest::option::of((0..BINARIES.len(), any::<bool>())),
+        proptest::option::of(0..WORDS.len()),
+        proptest::option::of((1usize..=2, 0..WORDS.len())),
+        0..ACTIONS.len(),
+    )
+        .prop_filter("a rule needs a matcher", |(p, a, pos, _)| {
+            p.is_some() || a.is_some() || pos.is_some()
+        })
+        .prop_map(|(program, any_arg, position, action)| GenRule {
+            program,
+            any_arg,
+            position,
+            action: ACTIONS[action],
+        })
+}
+
+fn to_toml(rules: &[GenRule]) -> String {
+    let mut text = String::from("version = 1\n");
+    for (i, r) in rules.iter().enumerate() {
+        text += &format!(
+            "[[rule]]\nname = \"r{i}\"\noperation = \"exec\"\naction = \"{}\"\n",
+            r.action
+        );
+        if let Some((b, by_name)) = r.program {
+            if by_name {
+                text += &format!(
+                    "basename = \"{}\"\n",
+                    BINARIES[b].rsplit('/').next().unwrap()
+                );
+            } else {
+                text += &format!("binary = \"{}\"\n", BINARIES[b]);
+            }
+        }
+        if let Some(w) = r.any_arg {
+            text += &format!("any_arg = [\"{}\"]\n", WORDS[w]);
+        }
+        if let Some((i, w)) = r.position {
+            text += &format!("arg = [{{ index = {i}, glob = \"{}\" }}]\n", WORDS[w]);
+        }
+    }
+    text
+}
+
+fn expected_match(r: &GenRule, binary: &str, argv: &[String]) -> bool {
+    let program = r.program.is_none_or(|(b, by_name)| {
+        if by_name {
+            binary.rsplit('/').next() == BINARIES[b].rsplit('/').next()
+        } else {
+            binary == BINARIES[b]
+        }
+    });
+    let any = r
+        .any_arg
+        .is_none_or(|w| argv[1..].iter().any(|a| a == WORDS[w]));
+    let pos = r
+        .position
+        .is_none_or(|(i, w)| argv.get(i).is_some_and(|a| a == WORDS[w]));
+    program && any && pos
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// explain lists exactly the rules that match, and the most restrictive one (first in
+    /// file order among equals) decides.
+    #[test]
+    fn the_most_restrictive_matching_rule_always_wins(
+        rules in proptest::collection::vec(gen_rule(), 1..12),
+        binary in 0..BINARIES.len(),
+        args in proptest::collection::vec(0..WORDS.len(), 0..4),
+    ) {
+        let policy = Policy::parse(&to_toml(&rules), "gen.toml").unwrap();
+        let mut argv = vec!["cmd".to_string()];
+        argv.extend(args.iter().map(|w| WORDS[*w].to_string()));
+        let ctx = ExecContext { argv: argv.clone(), ..exec(BINARIES[binary], &[]) };
+        let d = policy.evaluate_exec(&ctx);
+
+        let expected: Vec<String> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| expected_match(r, BINARIES[binary], &argv))
+            .map(|(i, _)| format!("r{i}"))
+            .collect();
+        let got: Vec<String> = d.matched.iter().map(|m| m.name.clone()).collect();
+        prop_assert_eq!(&got, &expected);
+
+        let strictest = d.matched.iter().map(|m| m.action).max();
+        prop_assert_eq!(d.action, strictest.unwrap_or(Action::Audit));
+        if let Some(w) = &d.winner {
+            let first = d.matched.iter().find(|m| m.action == d.action).unwrap();
+            prop_assert_eq!(&w.name, &first.name);
+        } else {
+            prop_assert!(d.matched.is_empty());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The kernel fast path never decides less strictly than the policy: a kernel-decided
+    /// entry equals the userspace decision for any argv, and a binary without an entry
+    /// (and no fallback) is never judged stricter than audit.
+    #[test]
+    fn the_kernel_fast_path_agrees_with_the_userspace_judgment(
+        rules in proptest::collection::vec(gen_rule(), 1..10),
+        args in proptest::collection::vec(0..WORDS.len(), 0..4),
+    ) {
+        let dir = Scratch::new("policy-prop");
+        let files: Vec<String> = ["alpha", "beta", "gamma"].iter().map(|n| dir.file(n)).collect();
+        let mut text = to_toml(&rules);
+        for (b, f) in BINARIES.iter().zip(&files) {
+            text = text.replace(&format!("\"{b}\""), &format!("\"{f}\""));
+        }
+        let policy = Policy::parse(&text, "gen.toml").unwrap();
+        let compiled = policy.compile();
+        let mut argv = vec!["cmd".to_string()];
+        argv.extend(args.iter().map(|w| WORDS[*w].to_string()));
+        for file in &files {
+            let d = policy.evaluate_exec(&ExecContext { argv: argv.clone(), ..exec(file, &[]) });
+            let meta = std::fs::metadata(file).unwrap();
+            let key = InodeKey { dev: kernel_dev(meta.dev()), ino: meta.ino() };
+            match compiled.exec.iter().find(|e| e.key == key) {
+                Some(e) if e.decided_by == DecidedBy::Kernel => {
+                    // The kernel's allow and audit both run the exec; the rest must agree.
+                    let run = |a: Action| a <= Action::Audit;
+                    prop_assert!(e.action == d.action || (run(e.action) && run(d.action)),
+                        "kernel {} vs userspace {} for {file}", e.action, d.action);
+                }
+                Some(e) => prop_assert_eq!(e.action, Action::Ask),
+                None if compiled.exec_fallback.is_none() => {
+                    prop_assert!(d.action <= Action::Audit, "{} would run unchecked", d.action);
+                }
+                None => {}
+            }
+        }
+    }
+}
