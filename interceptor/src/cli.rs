@@ -402,22 +402,25 @@ fn decide(socket: &Path, request: Request, json: bool) -> anyhow::Result<ExitCod
 }
 
 fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
-    let (mut policy, policy_origin) = match &args.policy {
+    let policy_path = match &args.policy {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from(DEFAULT_POLICY_PATH)).filter(|p| p.exists()),
+    };
+    let (mut policy, policy_origin) = match &policy_path {
         Some(path) => (Policy::load(path)?, path.display().to_string()),
-        None if Path::new(DEFAULT_POLICY_PATH).exists() => (
-            Policy::load(Path::new(DEFAULT_POLICY_PATH))?,
-            DEFAULT_POLICY_PATH.to_string(),
-        ),
         None => (
             Policy::parse(DEFAULT_POLICY, "built-in default policy")?,
             "built-in default policy".into(),
         ),
     };
-    for path in &args.deny_exec {
-        policy.add_cli_rule(Action::Deny, path);
-    }
-    for path in &args.hold_exec {
-        policy.add_cli_rule(Action::Ask, path);
+    let cli_exec_rules: Vec<(Action, String)> = args
+        .deny_exec
+        .iter()
+        .map(|p| (Action::Deny, p.clone()))
+        .chain(args.hold_exec.iter().map(|p| (Action::Ask, p.clone())))
+        .collect();
+    for (action, path) in &cli_exec_rules {
+        policy.add_cli_rule(*action, path);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -456,6 +459,8 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         pin_dir: args.pin_dir,
         heartbeat_timeout_ms: args.heartbeat_timeout_ms,
         open_rules,
+        policy_path,
+        cli_exec_rules,
     }))?;
     Ok(ExitCode::SUCCESS)
 }

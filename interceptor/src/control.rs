@@ -52,7 +52,7 @@ pub enum Response {
         agent_id: u32,
         pid: u32,
     },
-    Status(Status),
+    Status(Box<Status>),
     Approvals {
         requests: Vec<PendingView>,
     },
@@ -88,6 +88,10 @@ pub struct Status {
     /// Where the maps and links are pinned.
     pub pin_dir: String,
     pub policy: String,
+    /// SHA-256 of the policy in force.
+    pub policy_version: String,
+    /// The outcome of the last reload, if any.
+    pub last_reload: Option<String>,
     /// Rules that cannot match because their binary is missing: (rule, why).
     pub unresolved_rules: Vec<(String, String)>,
     /// Configured agent uids and cgroups, described.

@@ -10,7 +10,7 @@ use std::{
     io,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, RwLock},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -37,7 +37,7 @@ use crate::{
     },
     loader::{self, Backend, BackendChoice, KernelLog},
     open_rules::{self, OPEN_RULE_ID_BASE, OpenRuleSpec, access_names},
-    policy::Policy,
+    policy::{Action, Policy},
     procfs::{self, Pidfd},
     scope::{AgentScope, cgroup_id, validate_agent_name},
 };
@@ -45,6 +45,9 @@ use crate::{
 /// How long a held task may take to reach the stopped state after its event arrives.
 /// Generous because emulated test VMs are ~20x slower than hardware.
 const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// How often the daemon looks at the policy file for changes.
+const POLICY_WATCH_PERIOD: Duration = Duration::from_secs(1);
 
 /// How often the daemon tells the kernel it is alive.
 const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
@@ -90,6 +93,10 @@ pub struct DaemonOptions {
     pub heartbeat_timeout_ms: u32,
     /// Open rules (the daemon adds its own files' protection).
     pub open_rules: Vec<OpenRuleSpec>,
+    /// The policy file, re-read on SIGHUP and when it changes (`None`: built-in policy).
+    pub policy_path: Option<PathBuf>,
+    /// Exec rules from the command line, kept across reloads.
+    pub cli_exec_rules: Vec<(Action, String)>,
 }
 
 /// Why the daemon could not start or stopped.
@@ -125,6 +132,38 @@ struct KernelMaps {
     heartbeat: Array<MapData, u64>,
     agent_names: BpfHashMap<MapData, u32, AgentName>,
     grants: BpfHashMap<MapData, GrantKey, Grant>,
+    exec_rules: BpfHashMap<MapData, InodeKey, ExecRule>,
+    open_inodes: BpfHashMap<MapData, InodeKey, OpenRule>,
+    open_paths: LpmTrie<MapData, [u8; RULE_PATH_MAX], OpenRule>,
+}
+
+/// A policy as the daemon enforces it: the parsed rules, the open rules it added, and what
+/// the kernel was told.
+struct ActivePolicy {
+    policy: Policy,
+    version: String,
+    /// Open rules by kernel rule id (`OPEN_RULE_ID_BASE + index`).
+    open_rules: Vec<OpenRuleSpec>,
+    /// Binaries whose held execs the policy decides in userspace (argv-level rules).
+    userspace_exec: Vec<InodeKey>,
+    unresolved: Vec<(String, String)>,
+    exec_entries: usize,
+}
+
+impl ActivePolicy {
+    /// Stands in for the few microseconds between building the daemon and installing its
+    /// first policy; the kernel maps are not touched by it.
+    fn placeholder() -> Self {
+        let policy = Policy::parse("version = 1\n", "startup").expect("the empty policy parses");
+        Self {
+            version: String::new(),
+            policy,
+            open_rules: Vec::new(),
+            userspace_exec: Vec::new(),
+            unresolved: Vec::new(),
+            exec_entries: 0,
+        }
+    }
 }
 
 struct Pending {
@@ -150,15 +189,19 @@ struct State {
 /// The running daemon's shared state.
 pub struct Daemon {
     backend: Backend,
-    policy: Policy,
     policy_origin: String,
-    unresolved: Vec<(String, String)>,
+    /// The file to re-read on reload (`None`: the built-in policy).
+    policy_path: Option<PathBuf>,
+    /// Rules from the command line, re-applied on every reload.
+    cli_exec_rules: Vec<(Action, String)>,
+    extra_open_rules: Vec<OpenRuleSpec>,
+    /// The policy in force; replaced whole on reload.
+    active: RwLock<Arc<ActivePolicy>>,
+    /// The outcome of the last reload, for `status`.
+    last_reload: Mutex<Option<String>>,
     scopes: Vec<String>,
     allow_userns: bool,
     pin_dir: PathBuf,
-    open_rules: Vec<OpenRuleSpec>,
-    /// Binaries whose held execs the policy decides in userspace (argv-level rules).
-    userspace_exec: Vec<InodeKey>,
     kernel: Mutex<KernelMaps>,
     state: Mutex<State>,
 }
@@ -207,20 +250,18 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         };
         scopes.push((key, scope.agent()));
     }
-    // The policy's open rules the kernel can match (exact paths, directories) join the
-    // command line's and the daemon's own.
-    let compiled = options.policy.compile();
-    let mut open_specs = policy_open_rules(&options.policy, &compiled);
-    open_specs.extend(options.open_rules.iter().cloned());
+    // Check the open rules before touching the kernel, so a bad one changes nothing.
+    prepare_policy(&options.policy, &options.open_rules)?;
     let config = KernelConfig {
         daemon_tgid: std::process::id(),
         scope_by_uid: scopes.iter().any(|(k, _)| matches!(k, ScopeKey::Uid(_))) as u32,
         scope_by_cgroup: scopes.iter().any(|(k, _)| matches!(k, ScopeKey::Cgroup(_))) as u32,
         deny_userns: !options.allow_userns as u32,
         heartbeat_timeout_ms: options.heartbeat_timeout_ms,
-        check_opens: !open_specs.is_empty() as u32,
+        // Opens are always examined for agents: the daemon's own files are always protected,
+        // and a reload may bring open rules.
+        check_opens: 1,
     };
-    let open_compiled = open_rules::compile(&open_specs).map_err(DaemonError::OpenRules)?;
     let loaded = loader::load(options.backend, config, &options.pin_dir)?;
     let (mut ebpf, backend) = (loaded.ebpf, loaded.backend);
     if loaded.adopted_maps {
@@ -249,22 +290,6 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         }
     }
 
-    let exec_entries = compiled.exec.iter().map(|rule| {
-        let value = ExecRule {
-            verdict: Verdict::from(rule.action) as u32,
-            rule_id: rule.rule_id,
-        };
-        (rule.key, value)
-    });
-    let mut exec_rules: BpfHashMap<MapData, InodeKey, ExecRule> =
-        take_map(&mut ebpf, "EXEC_RULES")?;
-    sync_map(&mut exec_rules, "EXEC_RULES", exec_entries.collect())?;
-    for (rule, why) in &compiled.unresolved {
-        warn!(
-            rule,
-            why, "rule cannot match: its binary does not exist on this host"
-        );
-    }
     let mut agent_uids: BpfHashMap<MapData, u32, u32> = take_map(&mut ebpf, "AGENT_UIDS")?;
     sync_map(&mut agent_uids, "AGENT_UIDS", uid_scopes)?;
     let mut agent_cgroups: BpfHashMap<MapData, u64, u32> = take_map(&mut ebpf, "AGENT_CGROUPS")?;
@@ -272,55 +297,18 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     for scope in &options.scopes {
         info!(%scope, "agent scope");
     }
-    let mut open_inodes: BpfHashMap<MapData, InodeKey, OpenRule> =
-        take_map(&mut ebpf, "OPEN_INODES")?;
-    sync_map(
-        &mut open_inodes,
-        "OPEN_INODES",
-        open_compiled.inodes.clone(),
-    )?;
-    let mut open_paths: LpmTrie<MapData, [u8; RULE_PATH_MAX], OpenRule> =
-        take_map(&mut ebpf, "OPEN_PATHS")?;
-    sync_trie(&mut open_paths, &open_compiled.paths)?;
-    for rule in &open_specs {
-        debug!(rule = %rule.name, path = %rule.path, action = ?rule.action, "open rule");
-    }
-
-    // Say exactly what the kernel cannot enforce; never imply enforcement that does not happen.
-    if let Some(fallback) = &compiled.exec_fallback {
-        warn!(because = ?fallback.because,
-              "these exec rules (binary globs, basenames, default exec action) need every exec judged in userspace, which this daemon does not do yet: they are NOT enforced");
-    }
-    for entry in compiled
-        .open
-        .iter()
-        .filter(|e| !kernel_matchable(&e.target))
-    {
-        let rule = options
-            .policy
-            .rule(entry.rule_id)
-            .map_or("?", |r| r.name.as_str());
-        warn!(rule, target = ?entry.target, "open rule with a suffix or pattern: the kernel cannot match it, so it is NOT enforced");
-    }
-    if compiled.open_default != crate::policy::Action::Allow {
-        warn!(default = ?compiled.open_default, "[defaults] open is not enforced by the kernel: unmatched opens are allowed");
-    }
     let ring: RingBuf<MapData> = take_map(&mut ebpf, "EVENTS")?;
     let daemon = Arc::new(Daemon {
         backend,
-        unresolved: compiled.unresolved,
-        policy: options.policy,
         policy_origin: options.policy_origin,
+        policy_path: options.policy_path,
+        cli_exec_rules: options.cli_exec_rules,
+        extra_open_rules: options.open_rules,
+        active: RwLock::new(Arc::new(ActivePolicy::placeholder())),
+        last_reload: Mutex::new(None),
         scopes: options.scopes.iter().map(ToString::to_string).collect(),
         allow_userns: options.allow_userns,
         pin_dir: options.pin_dir.clone(),
-        open_rules: open_specs,
-        userspace_exec: compiled
-            .exec
-            .iter()
-            .filter(|e| e.decided_by == crate::policy::DecidedBy::Userspace)
-            .map(|e| e.key)
-            .collect(),
         kernel: Mutex::new(KernelMaps {
             tracked: take_map(&mut ebpf, "TRACKED")?,
             held: take_map(&mut ebpf, "HELD")?,
@@ -328,6 +316,9 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             heartbeat: take_map(&mut ebpf, "HEARTBEAT")?,
             agent_names,
             grants: take_map(&mut ebpf, "GRANTS")?,
+            exec_rules: take_map(&mut ebpf, "EXEC_RULES")?,
+            open_inodes: take_map(&mut ebpf, "OPEN_INODES")?,
+            open_paths: take_map(&mut ebpf, "OPEN_PATHS")?,
         }),
         state: Mutex::new(State {
             agents,
@@ -336,10 +327,12 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         }),
     });
 
+    let active = daemon.install_policy(options.policy)?;
     info!(
         backend = %backend,
         policy = %daemon.policy_origin,
-        exec_rules = compiled.exec.len(),
+        policy_version = %active.version,
+        exec_rules = active.exec_entries,
         socket = %options.socket.display(),
         pin_dir = %options.pin_dir.display(),
         "interceptor daemon running"
@@ -353,6 +346,9 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let mut heartbeat = tokio::time::interval(HEARTBEAT_PERIOD);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut watch = tokio::time::interval(POLICY_WATCH_PERIOD);
+    let mut watched = daemon.policy_path.as_deref().and_then(file_stamp);
     let result = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -373,6 +369,17 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
                 guard.clear_ready();
             }
             _ = heartbeat.tick() => daemon.beat(),
+            _ = sighup.recv() => {
+                watched = daemon.policy_path.as_deref().and_then(file_stamp);
+                daemon.reload("SIGHUP");
+            }
+            _ = watch.tick() => {
+                let now = daemon.policy_path.as_deref().and_then(file_stamp);
+                if now != watched {
+                    watched = now;
+                    daemon.reload("the policy file changed");
+                }
+            }
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
         }
@@ -417,6 +424,32 @@ where
         map.remove(&key).map_err(map_err)?;
     }
     Ok(())
+}
+
+/// Compiles a policy and its open rules (the policy's plus `extra`) for the kernel.
+fn prepare_policy(
+    policy: &Policy,
+    extra: &[OpenRuleSpec],
+) -> Result<
+    (
+        crate::policy::CompiledPolicy,
+        Vec<OpenRuleSpec>,
+        open_rules::CompiledOpenRules,
+    ),
+    DaemonError,
+> {
+    let compiled = policy.compile();
+    let mut open_specs = policy_open_rules(policy, &compiled);
+    open_specs.extend(extra.iter().cloned());
+    let open_compiled = open_rules::compile(&open_specs).map_err(DaemonError::OpenRules)?;
+    Ok((compiled, open_specs, open_compiled))
+}
+
+/// (modification time, size, inode) of a file: what the policy watcher compares.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 /// Whether the kernel's open maps can express an open entry (exact paths and directories).
@@ -625,7 +658,7 @@ impl Daemon {
     fn handle(self: &Arc<Self>, request: Request, peer: UCred) -> Response {
         let result = match request {
             Request::Register { agent } => self.register(&agent, peer),
-            Request::Status => Ok(Response::Status(self.status())),
+            Request::Status => Ok(Response::Status(Box::new(self.status()))),
             Request::ListApprovals => self.authorize_reviewer(peer).map(|()| Response::Approvals {
                 requests: self.pending_views(),
             }),
@@ -817,7 +850,9 @@ impl Daemon {
             daemon_pid: std::process::id(),
             pin_dir: self.pin_dir.display().to_string(),
             policy: self.policy_origin.clone(),
-            unresolved_rules: self.unresolved.clone(),
+            unresolved_rules: self.active().unresolved.clone(),
+            policy_version: self.active().version.clone(),
+            last_reload: lock(&self.last_reload).clone(),
             agent_scopes: self.scopes.clone(),
             userns_allowed: self.allow_userns,
             tracked_processes: kernel.tracked.keys().count(),
@@ -938,13 +973,15 @@ impl Daemon {
 
     /// The name of the rule behind a kernel decision.
     fn rule_name(&self, rule_id: u32, flags: u32) -> Option<String> {
+        let active = self.active();
         if rule_id >= OPEN_RULE_ID_BASE {
-            return self
+            return active
                 .open_rules
                 .get((rule_id - OPEN_RULE_ID_BASE) as usize)
                 .map(|r| r.name.clone());
         }
-        self.policy
+        active
+            .policy
             .rule(rule_id)
             .map(|r| r.name.clone())
             .or_else(|| {
@@ -954,13 +991,14 @@ impl Daemon {
 
     /// The reason shown to reviewers for a rule.
     fn rule_reason(&self, rule_id: u32) -> Option<String> {
+        let active = self.active();
         if rule_id >= OPEN_RULE_ID_BASE {
-            return self
+            return active
                 .open_rules
                 .get((rule_id - OPEN_RULE_ID_BASE) as usize)
                 .and_then(|r| r.reason.clone());
         }
-        self.policy.rule(rule_id).and_then(|r| r.reason.clone())
+        active.policy.rule(rule_id).and_then(|r| r.reason.clone())
     }
 
     fn record(&self, ev: &ExecEvent) -> ExecRecord {
@@ -969,7 +1007,7 @@ impl Daemon {
             state.next_seq += 1;
             state.next_seq
         };
-        exec_record(ev, seq, self.agent_name(ev.agent_id), &self.policy)
+        exec_record(ev, seq, self.agent_name(ev.agent_id), &self.active().policy)
     }
 
     /// Turns a held exec into a pending request once the task is stopped.
@@ -1019,7 +1057,7 @@ impl Daemon {
         let policy_decides = record.kind != "open"
             && !record.unlinked_binary
             && (record.userspace_decides
-                || self.userspace_exec.contains(&InodeKey {
+                || self.active().userspace_exec.contains(&InodeKey {
                     dev: record.dev,
                     ino: record.ino,
                 }));
@@ -1027,7 +1065,10 @@ impl Daemon {
             if record.userspace_decides {
                 self.complete_record(record.seq, &argv);
             }
-            let decision = self.policy.evaluate_exec(&exec_context(&record, &argv));
+            let decision = self
+                .active()
+                .policy
+                .evaluate_exec(&exec_context(&record, &argv));
             let winner = decision.winner.as_ref().map(|w| w.name.clone());
             let latency_us = started.elapsed().as_micros() as u64;
             match decision.action {
@@ -1097,18 +1138,126 @@ impl Daemon {
 
     fn rule_reason_by_name(&self, name: Option<&str>) -> Option<String> {
         let name = name?;
-        let policy = self
+        let active = self.active();
+        let policy = active
             .policy
             .rules
             .iter()
             .find(|r| r.name == name)
             .and_then(|r| r.reason.clone());
         policy.or_else(|| {
-            self.open_rules
+            active
+                .open_rules
                 .iter()
                 .find(|r| r.name == name)
                 .and_then(|r| r.reason.clone())
         })
+    }
+
+    /// The policy in force.
+    fn active(&self) -> Arc<ActivePolicy> {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Compiles `policy` and makes the kernel enforce it: every entry of the new policy is
+    /// written before any entry of the old one is removed, so a rule in both never lapses.
+    fn install_policy(&self, policy: Policy) -> Result<Arc<ActivePolicy>, DaemonError> {
+        let (compiled, open_specs, open_compiled) =
+            prepare_policy(&policy, &self.extra_open_rules)?;
+        let exec_entries: Vec<(InodeKey, ExecRule)> = compiled
+            .exec
+            .iter()
+            .map(|rule| {
+                (
+                    rule.key,
+                    ExecRule {
+                        verdict: Verdict::from(rule.action) as u32,
+                        rule_id: rule.rule_id,
+                    },
+                )
+            })
+            .collect();
+        {
+            let mut kernel = lock(&self.kernel);
+            sync_map(&mut kernel.exec_rules, "EXEC_RULES", exec_entries.clone())?;
+            sync_map(
+                &mut kernel.open_inodes,
+                "OPEN_INODES",
+                open_compiled.inodes.clone(),
+            )?;
+            sync_trie(&mut kernel.open_paths, &open_compiled.paths)?;
+        }
+        for (rule, why) in &compiled.unresolved {
+            warn!(
+                rule,
+                why, "rule cannot match: its binary does not exist on this host"
+            );
+        }
+        // Say exactly what the kernel cannot enforce; never imply enforcement that does not happen.
+        if let Some(fallback) = &compiled.exec_fallback {
+            warn!(because = ?fallback.because,
+                  "these exec rules (binary globs, basenames, default exec action) need every exec judged in userspace, which this daemon does not do yet: they are NOT enforced");
+        }
+        for entry in compiled
+            .open
+            .iter()
+            .filter(|e| !kernel_matchable(&e.target))
+        {
+            let rule = policy.rule(entry.rule_id).map_or("?", |r| r.name.as_str());
+            warn!(rule, target = ?entry.target, "open rule with a suffix or pattern: the kernel cannot match it, so it is NOT enforced");
+        }
+        if compiled.open_default != crate::policy::Action::Allow {
+            warn!(default = ?compiled.open_default, "[defaults] open is not enforced by the kernel: unmatched opens are allowed");
+        }
+        let active = Arc::new(ActivePolicy {
+            version: policy.version().to_string(),
+            userspace_exec: compiled
+                .exec
+                .iter()
+                .filter(|e| e.decided_by == crate::policy::DecidedBy::Userspace)
+                .map(|e| e.key)
+                .collect(),
+            unresolved: compiled.unresolved.clone(),
+            exec_entries: exec_entries.len(),
+            open_rules: open_specs,
+            policy,
+        });
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
+        Ok(active)
+    }
+
+    /// Re-reads the policy file; a file that does not parse, validate or compile is rejected
+    /// with its file:line:col and the policy in force stays.
+    fn reload(&self, why: &str) {
+        let Some(path) = self.policy_path.clone() else {
+            info!(why, "the built-in policy is in force; nothing to reload");
+            return;
+        };
+        let started = Instant::now();
+        let outcome = Policy::load(&path)
+            .map_err(|e| e.to_string())
+            .map(|mut policy| {
+                for (action, binary) in &self.cli_exec_rules {
+                    policy.add_cli_rule(*action, binary);
+                }
+                policy
+            })
+            .and_then(|policy| self.install_policy(policy).map_err(|e| e.to_string()));
+        let note = match outcome {
+            Ok(active) => {
+                info!(why, policy = %path.display(), version = %active.version,
+                      elapsed_us = started.elapsed().as_micros() as u64, "policy reloaded");
+                format!("ok: version {} ({why})", active.version)
+            }
+            Err(error) => {
+                error!(why, %error, "policy reload REJECTED; the previous policy stays in force");
+                format!("rejected ({why}): {error}")
+            }
+        };
+        *lock(&self.last_reload) = Some(note);
     }
 
     /// Tells the kernel the daemon is alive.
@@ -1187,14 +1336,7 @@ impl Daemon {
                 "ask"
             }
             .into(),
-            rule: self
-                .policy
-                .rule(task.rule_id)
-                .map(|r| r.name.clone())
-                .or_else(|| {
-                    (task.flags & exec_flags::UNLINKED_BINARY != 0)
-                        .then(|| UNLINKED_RULE.to_string())
-                }),
+            rule: self.rule_name(task.rule_id, task.flags),
             held: true,
             denied: false,
             hold_failed: false,

@@ -30,6 +30,9 @@
 //!   opath-reopen PATH           open PATH with O_PATH, then reopen /proc/self/fd/N for reading:
 //!                               opath= then reopen=
 //!   uring-open PATH             IORING_OP_OPENAT of PATH for reading: uring=
+//!   storm-until FILE PATH ARGS...
+//!                               run PATH again and again until FILE exists; print
+//!                               storm-ran=N and storm-refused=M (spawn refused or killed)
 //!   after FILE ARGS...          wait until FILE exists, then exec this program with ARGS
 //!   cgroup-move PROCS PATH ARGS...
 //!                               move to another cgroup (write 0 to PROCS), then exec PATH
@@ -378,6 +381,17 @@ fn main() {
             Ok(res) => report_errno("uring", res),
             Err(e) => say(format!("uring=setup-errno:{e}")),
         },
+        "storm-until" => {
+            let (mut ran, mut refused) = (0u64, 0u64);
+            while !std::path::Path::new(&rest[0]).exists() {
+                match Command::new(&rest[1]).args(&rest[2..]).status() {
+                    Ok(status) if status.success() => ran += 1,
+                    _ => refused += 1,
+                }
+            }
+            say(format!("storm-ran={ran}"));
+            say(format!("storm-refused={refused}"));
+        }
         "after" => {
             let deadline = Instant::now() + Duration::from_secs(300);
             while !std::path::Path::new(&rest[0]).exists() {

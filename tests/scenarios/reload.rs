@@ -1,0 +1,145 @@
+//! Policy reload: SIGHUP or a change of the file swaps the policy with no moment without
+//! enforcement; a bad file is rejected with file:line:col and the policy in force stays.
+
+use std::{path::Path, time::Duration};
+
+use interceptor_integration::{
+    Backend, Daemon, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
+};
+
+fn deny_policy(binaries: &[(&str, &Path)]) -> String {
+    let mut text = String::from("version = 1\n");
+    for (name, binary) in binaries {
+        text.push_str(&format!(
+            "\n[[rule]]\nname = \"{name}\"\noperation = \"exec\"\nbinary = \"{}\"\naction = \"deny\"\n",
+            binary.display()
+        ));
+    }
+    text
+}
+
+fn refused() -> &'static str {
+    match expected_backend() {
+        Backend::Lsm => "spawn-errno:1",
+        Backend::Tracepoint => "signal:9",
+    }
+}
+
+/// The fate of an agent's exec of `tool`, as the probe reports it.
+fn run_tool(daemon: &Daemon, tool: &Path) -> String {
+    let (status, out) = Spawned::start(daemon.agent(
+        "reload-bot",
+        &probe_bin(),
+        &["spawn", tool.to_str().unwrap(), "exit", "0"],
+    ))
+    .finish();
+    assert_eq!(fate(status), "exit:0", "{out}");
+    probe_value(&out, "child").unwrap().to_string()
+}
+
+fn sighup(daemon: &Daemon) {
+    let pid = daemon.json(&["status", "--json"])["daemon_pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // SAFETY: signalling the daemon we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+}
+
+fn wait_version_change(daemon: &Daemon, old: &serde_json::Value) -> serde_json::Value {
+    daemon.wait_for("the reloaded policy", || {
+        let status = daemon.json(&["status", "--json"]);
+        (status["policy_version"] != *old).then_some(status)
+    })
+}
+
+#[test]
+fn reload_swaps_the_policy_and_keeps_it_when_the_file_is_bad() {
+    let dir = TestDir::new("reload");
+    let (a, b) = (dir.probe_copy("tool-a"), dir.probe_copy("tool-b"));
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, deny_policy(&[("no-a", &a)])).unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    assert_eq!(run_tool(&daemon, &a), refused());
+    assert_eq!(run_tool(&daemon, &b), "exit:0");
+
+    let v1 = daemon.json(&["status", "--json"])["policy_version"].clone();
+    std::fs::write(&policy, deny_policy(&[("no-b", &b)])).unwrap();
+    sighup(&daemon);
+    let status = wait_version_change(&daemon, &v1);
+    assert!(
+        status["last_reload"].as_str().unwrap().starts_with("ok"),
+        "{status}"
+    );
+    assert_eq!(run_tool(&daemon, &a), "exit:0", "the old rule is gone");
+    assert_eq!(run_tool(&daemon, &b), refused(), "the new rule is in force");
+
+    // A bad file, noticed by the watcher (no signal): rejected with its position.
+    let v2 = status["policy_version"].clone();
+    std::fs::write(
+        &policy,
+        format!("{}frobnicate = true\n", deny_policy(&[("no-a", &a)])),
+    )
+    .unwrap();
+    let status = daemon.wait_for("the rejected reload", || {
+        let status = daemon.json(&["status", "--json"]);
+        status["last_reload"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("rejected"))
+            .then_some(status)
+    });
+    let note = status["last_reload"].as_str().unwrap();
+    assert!(
+        note.contains("policy.toml:8:"),
+        "file:line:col of the unknown field: {note}"
+    );
+    assert!(note.contains("frobnicate"), "{note}");
+    assert_eq!(status["policy_version"], v2, "the previous policy stays");
+    assert_eq!(run_tool(&daemon, &b), refused());
+    assert_eq!(run_tool(&daemon, &a), "exit:0");
+}
+
+#[test]
+fn an_exec_storm_during_100_reloads_never_gets_through() {
+    let dir = TestDir::new("reload-storm");
+    let (denied, churn) = (dir.probe_copy("denied-tool"), dir.probe_copy("churn-tool"));
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, deny_policy(&[("no-denied", &denied)])).unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    let stop = dir.join("stop");
+    let storm = Spawned::start(daemon.agent(
+        "storm-bot",
+        &probe_bin(),
+        &[
+            "storm-until",
+            stop.to_str().unwrap(),
+            denied.to_str().unwrap(),
+            "exit",
+            "0",
+        ],
+    ));
+
+    let reloads = |daemon: &Daemon| daemon.log_text().matches("policy reloaded").count();
+    for i in 0..100 {
+        // Every version denies the stormed binary; the rest of the policy churns around it.
+        let mut rules = vec![(format!("churn-{i}"), churn.as_path())];
+        if i % 2 == 0 {
+            rules.insert(0, ("no-denied".to_string(), denied.as_path()));
+        } else {
+            rules.push(("no-denied-again".to_string(), denied.as_path()));
+        }
+        let rules: Vec<(&str, &Path)> = rules.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+        std::fs::write(&policy, deny_policy(&rules)).unwrap();
+        let before = reloads(&daemon);
+        sighup(&daemon);
+        daemon.wait_for("a reload", || (reloads(&daemon) > before).then_some(()));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(&stop, b"stop").unwrap();
+    let (status, out) = storm.finish();
+    assert_eq!(fate(status), "exit:0");
+    let ran: u64 = probe_value(&out, "storm-ran").unwrap().parse().unwrap();
+    let refused: u64 = probe_value(&out, "storm-refused").unwrap().parse().unwrap();
+    assert!(reloads(&daemon) >= 100, "{} reloads", reloads(&daemon));
+    assert!(refused > 0, "the storm ran during the reloads: {out}");
+    assert_eq!(ran, 0, "an exec got through during a reload: {out}");
+}
