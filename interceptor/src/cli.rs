@@ -538,7 +538,7 @@ fn print_pending(requests: &[PendingView]) {
 }
 
 /// argv as a reader would type it: words with spaces or quotes are quoted.
-fn shell_words(argv: &[String]) -> String {
+pub(crate) fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             if !a.is_empty()

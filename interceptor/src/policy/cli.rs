@@ -481,7 +481,7 @@ fn print_explanation(e: &Explanation, policy: &Policy, depth: usize) {
         println!(
             "{pad}exec:     {} {}",
             x.binary,
-            shell_words(x.argv.get(1..).unwrap_or_default())
+            crate::cli::shell_words(x.argv.get(1..).unwrap_or_default())
         );
         println!("{pad}agent:    {}", x.agent.as_deref().unwrap_or("(any)"));
     }
@@ -542,22 +542,6 @@ fn print_explanation(e: &Explanation, policy: &Policy, depth: usize) {
         println!("{pad}then:");
         print_explanation(then, policy, depth + 1);
     }
-}
-
-fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[derive(Serialize)]
