@@ -470,8 +470,9 @@ fn policy_open_rules(
         .open
         .iter()
         .filter_map(|entry| {
-            let path = match &entry.target {
-                OpenTarget::Exact { path, .. } | OpenTarget::Prefix(path) => path.clone(),
+            let (path, prefix) = match &entry.target {
+                OpenTarget::Exact { path, .. } => (path.clone(), false),
+                OpenTarget::Prefix(path) => (path.clone(), true),
                 OpenTarget::Suffix(_) | OpenTarget::Pattern(_) => return None,
             };
             let mut bits = 0;
@@ -490,6 +491,7 @@ fn policy_open_rules(
                     |r| r.name.clone(),
                 ),
                 path,
+                prefix,
                 action: entry.action,
                 access: bits,
                 reason: rule.and_then(|r| r.reason.clone()),

@@ -1,7 +1,7 @@
 //! Open rules and their compilation into the kernel's `OPEN_INODES` and `OPEN_PATHS` maps.
 //!
-//! A rule names a path: `/dir/` (trailing slash) covers everything below the directory, any
-//! other path is that exact file. Exact rules match by the file's identity (device, inode)
+//! A rule names a path, either exactly (that file) or as a prefix (every path starting with
+//! it: a directory `/dir/`, or a stem such as `/root/.ssh/id_`). Exact rules match by the file's identity (device, inode)
 //! when it exists — so hardlinks and other names reach them — and by path, including the
 //! terminating NUL in the trie key so `/etc/shadow` never matches `/etc/shadow.bak`. The
 //! kernel compares against d_path output, which is canonical: rule paths must be too.
@@ -22,8 +22,10 @@ pub const DAEMON_FILES_RULE: &str = "builtin:daemon-files";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenRuleSpec {
     pub name: String,
-    /// Absolute canonical path; a trailing `/` makes it a directory prefix.
+    /// Absolute canonical path (or path stem, for a prefix).
     pub path: String,
+    /// Match every path starting with `path`, not just `path`.
+    pub prefix: bool,
     pub action: Action,
     /// [`access`] bits the rule applies to.
     pub access: u32,
@@ -31,7 +33,8 @@ pub struct OpenRuleSpec {
 }
 
 impl OpenRuleSpec {
-    /// A rule given on the daemon's command line (all access modes).
+    /// A rule given on the daemon's command line (all access modes); a path ending with `/`
+    /// is a directory prefix.
     pub fn from_flag(action: Action, path: &str) -> Self {
         let flag = match action {
             Action::Deny => "deny-open",
@@ -42,6 +45,7 @@ impl OpenRuleSpec {
         Self {
             name: format!("cli:{flag}:{path}"),
             path: path.to_string(),
+            prefix: path.ends_with('/'),
             action,
             access: access::ALL,
             reason: Some(format!("given as --{flag} on the daemon's command line")),
@@ -55,6 +59,7 @@ impl OpenRuleSpec {
             .map(|path| Self {
                 name: DAEMON_FILES_RULE.into(),
                 path: path.clone(),
+                prefix: path.ends_with('/'),
                 action: Action::Deny,
                 access: access::ALL,
                 reason: Some("the daemon's own files: no agent reads or changes them".into()),
@@ -92,7 +97,7 @@ pub fn compile(rules: &[OpenRuleSpec]) -> Result<CompiledOpenRules, String> {
                 rule.name
             ));
         }
-        let prefix = path.ends_with('/');
+        let prefix = rule.prefix;
         // Exact keys carry the NUL; both must fit the trie key.
         let key_len = if prefix { path.len() } else { path.len() + 1 };
         if key_len > RULE_PATH_MAX {
@@ -201,6 +206,23 @@ mod tests {
         assert_eq!(compiled.paths.len(), 1, "one trie entry, the stricter rule");
         assert_eq!(compiled.paths[0].2.rule_id, OPEN_RULE_ID_BASE + 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stem_prefix_matches_names_that_start_with_it() {
+        let rule = OpenRuleSpec {
+            prefix: true,
+            ..OpenRuleSpec::from_flag(Action::Ask, "/root/.ssh/id_")
+        };
+        let compiled = compile(&[rule]).unwrap();
+        let (bits, key, _) = compiled.paths[0];
+        assert_eq!(
+            bits,
+            "/root/.ssh/id_".len() as u32 * 8,
+            "no NUL: id_rsa, id_ed25519 ... all match"
+        );
+        assert_eq!(&key[..14], b"/root/.ssh/id_");
+        assert!(compiled.inodes.is_empty(), "a prefix names no single file");
     }
 
     #[test]

@@ -302,3 +302,46 @@ fn agents_cannot_read_the_daemons_policy() {
     );
     assert_weakness_stated(&daemon);
 }
+
+#[test]
+fn a_policy_glob_with_a_trailing_star_is_enforced_as_a_prefix() {
+    let dir = TestDir::new("open-glob");
+    let keys = dir.join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    for name in ["id_rsa", "id_ed25519", "known_hosts"] {
+        std::fs::write(keys.join(name), b"k").unwrap();
+    }
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            "version = 1\n[[rule]]\nname = \"private-keys\"\noperation = \"open\"\npath = \"{}/id_*\"\naction = \"deny\"\n",
+            keys.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    for key in ["id_rsa", "id_ed25519"] {
+        let path = keys.join(key);
+        assert_eq!(
+            agent_probe(
+                &daemon,
+                None,
+                &["open", path.to_str().unwrap(), "r"],
+                "open"
+            ),
+            refused(),
+            "{key}"
+        );
+    }
+    let other = keys.join("known_hosts");
+    assert_eq!(
+        agent_probe(
+            &daemon,
+            None,
+            &["open", other.to_str().unwrap(), "r"],
+            "open"
+        ),
+        "ok"
+    );
+    assert_weakness_stated(&daemon);
+}

@@ -65,7 +65,9 @@ pub enum OpenTarget {
         #[serde(with = "inode::optional")]
         inode: Option<InodeKey>,
     },
-    /// Every path under this directory (ends with `/`).
+    /// Every path that starts with this: a directory (ends with `/`), or the literal stem of
+    /// a glob whose only wildcard is a trailing `*` (`~/.ssh/id_*`). A stem also covers
+    /// deeper paths the glob's `*` would not (it stops at `/`): stricter, never weaker.
     Prefix(String),
     /// Every path ending with this.
     Suffix(String),
@@ -375,6 +377,12 @@ fn open_target(pattern: &str) -> OpenTarget {
         && is_literal(dir)
     {
         return OpenTarget::Prefix(format!("{dir}/"));
+    }
+    if let Some(stem) = pattern.strip_suffix('*')
+        && !stem.ends_with('*')
+        && is_literal(stem)
+    {
+        return OpenTarget::Prefix(stem.to_string());
     }
     if let Some(tail) = pattern.strip_prefix("**/") {
         if is_literal(tail) {

@@ -930,3 +930,46 @@ proptest! {
         }
     }
 }
+
+/// A glob whose only wildcard is a trailing `*` is a prefix the kernel matches; other globs
+/// stay patterns (not enforced by the kernel, and reported).
+#[test]
+fn trailing_star_globs_compile_to_kernel_prefixes() {
+    let text = r#"version = 1
+[[rule]]
+name = "keys"
+operation = "open"
+path = ["/srv/keys/id_*", "/srv/keys/*.pem"]
+action = "ask"
+"#;
+    let policy = Policy::parse(text, "p.toml").unwrap();
+    let targets: Vec<(OpenTarget, DecidedBy)> = policy
+        .compile()
+        .open
+        .iter()
+        .map(|o| (o.target.clone(), o.decided_by))
+        .collect();
+    assert!(
+        targets.contains(&(
+            OpenTarget::Prefix("/srv/keys/id_".into()),
+            DecidedBy::Kernel
+        )),
+        "{targets:?}"
+    );
+    assert!(
+        targets.contains(&(
+            OpenTarget::Pattern("/srv/keys/*.pem".into()),
+            DecidedBy::Userspace
+        )),
+        "{targets:?}"
+    );
+    // The userspace matcher agrees on what the prefix is for.
+    let d = policy.evaluate_open(&OpenContext {
+        agent: None,
+        uid: None,
+        path: "/srv/keys/id_ed25519".into(),
+        access: AccessMode::READ,
+        home: None,
+    });
+    assert_eq!(d.action, Action::Ask);
+}
