@@ -427,11 +427,9 @@ pub struct KernelConfig {
     /// How old the daemon's heartbeat (`HEARTBEAT`, CLOCK_BOOTTIME ns) may be before the
     /// kernel considers the daemon gone and refuses agent operations that need it.
     pub heartbeat_timeout_ms: u32,
-    /// Non-zero when open rules exist (agents' opens are checked only then).
-    pub check_opens: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 20);
 
 /// How many cgroup levels below the root the kernel checks against `AGENT_CGROUPS`.
 pub const MAX_CGROUP_DEPTH: i32 = 16;

@@ -52,7 +52,6 @@ static CONFIG: KernelConfig = KernelConfig {
     scope_by_cgroup: 0,
     deny_userns: 0,
     heartbeat_timeout_ms: 0,
-    check_opens: 0,
 };
 
 /// The offsets table; every field access goes through a volatile read of it.

@@ -1,6 +1,6 @@
 //! Open decisions (lsm backend): `file_open` resolves the opened file to its path (d_path)
 //! and identity (device, inode), finds the most restrictive rule for this access mode, and
-//! applies it. Only agents' opens are examined, and only while open rules exist.
+//! applies it. Only agents' opens are examined (the daemon's own files always have a rule).
 
 use aya_ebpf::{
     bindings::path,
@@ -18,8 +18,8 @@ use interceptor_common::{
 
 use crate::{
     kernel::{
-        agent_of, config, current_task, current_tgid, daemon_alive, file_identity, offsets,
-        process_start, read,
+        agent_of, current_task, current_tgid, daemon_alive, file_identity, offsets, process_start,
+        read,
     },
     maps::{EVENTS, GRANTS, HELD, OPEN_INODES, OPEN_PATHS, OPEN_SCRATCH, count},
 };
@@ -45,9 +45,6 @@ pub fn open_file_open(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
     if previous != 0 {
         return previous;
-    }
-    if config().check_opens == 0 {
-        return 0;
     }
     let task = current_task();
     let tgid = current_tgid();

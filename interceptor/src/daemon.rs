@@ -258,9 +258,6 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         scope_by_cgroup: scopes.iter().any(|(k, _)| matches!(k, ScopeKey::Cgroup(_))) as u32,
         deny_userns: !options.allow_userns as u32,
         heartbeat_timeout_ms: options.heartbeat_timeout_ms,
-        // Opens are always examined for agents: the daemon's own files are always protected,
-        // and a reload may bring open rules.
-        check_opens: 1,
     };
     let loaded = loader::load(options.backend, config, &options.pin_dir)?;
     let (mut ebpf, backend) = (loaded.ebpf, loaded.backend);
@@ -498,6 +495,45 @@ fn policy_open_rules(
             })
         })
         .collect()
+}
+
+/// A pending request as reviewers see it: the record plus what /proc shows of the process.
+fn pending_view(
+    id: u64,
+    record: &ExecRecord,
+    argv: Vec<String>,
+    rule: Option<String>,
+    reason: Option<String>,
+) -> PendingView {
+    let pid = record.pid;
+    let shown =
+        |p: std::io::Result<PathBuf>| p.map(|p| p.display().to_string()).unwrap_or_default();
+    PendingView {
+        id,
+        operation: if record.kind == "open" {
+            "open"
+        } else {
+            "exec"
+        }
+        .into(),
+        access: record.access.clone(),
+        agent: record.agent.clone(),
+        pid,
+        // Open events carry no parent; /proc has it.
+        ppid: if record.ppid != 0 {
+            record.ppid
+        } else {
+            procfs::stat(pid).map_or(0, |s| s.ppid)
+        },
+        uid: record.uid,
+        filename: record.filename.clone(),
+        exe: shown(procfs::exe(pid)),
+        argv,
+        cwd: shown(procfs::cwd(pid)),
+        rule: rule.unwrap_or_default(),
+        reason,
+        held_at_ms: record.time_ms,
+    }
 }
 
 /// What the policy needs to judge a held exec, read while the task is stopped.
@@ -912,11 +948,7 @@ impl Daemon {
     }
 
     fn open_record(&self, ev: &OpenEvent) -> ExecRecord {
-        let seq = {
-            let mut state = lock(&self.state);
-            state.next_seq += 1;
-            state.next_seq
-        };
+        let seq = self.next_seq();
         let rule = self.rule_name(ev.rule_id, ev.flags);
         open_record(ev, seq, self.agent_name(ev.agent_id), rule)
     }
@@ -940,26 +972,14 @@ impl Daemon {
         }
         let id = state.next_request;
         state.next_request += 1;
-        let view = PendingView {
+        let argv = procfs::cmdline(record.pid).unwrap_or_default();
+        let view = pending_view(
             id,
-            operation: "open".into(),
-            access: record.access.clone(),
-            agent: record.agent.clone(),
-            pid: record.pid,
-            ppid: procfs::stat(record.pid).map_or(0, |s| s.ppid),
-            uid: record.uid,
-            filename: record.filename.clone(),
-            exe: procfs::exe(record.pid)
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            argv: procfs::cmdline(record.pid).unwrap_or_default(),
-            cwd: procfs::cwd(record.pid)
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            rule: record.rule.clone().unwrap_or_default(),
-            reason: self.rule_reason(ev.rule_id),
-            held_at_ms: record.time_ms,
-        };
+            &record,
+            argv,
+            record.rule.clone(),
+            self.rule_reason(ev.rule_id),
+        );
         info!(id, pid = record.pid, agent = %view.agent, path = %view.filename, access = ?view.access,
               "open refused until approved: `interceptor approvals approve {id}` grants it, then the agent retries");
         state.pending.insert(
@@ -973,22 +993,17 @@ impl Daemon {
         );
     }
 
+    /// The position of the next record in the event stream.
+    fn next_seq(&self) -> u64 {
+        let mut state = lock(&self.state);
+        state.next_seq += 1;
+        state.next_seq
+    }
+
     /// The name of the rule behind a kernel decision.
     fn rule_name(&self, rule_id: u32, flags: u32) -> Option<String> {
         let active = self.active();
-        if rule_id >= OPEN_RULE_ID_BASE {
-            return active
-                .open_rules
-                .get((rule_id - OPEN_RULE_ID_BASE) as usize)
-                .map(|r| r.name.clone());
-        }
-        active
-            .policy
-            .rule(rule_id)
-            .map(|r| r.name.clone())
-            .or_else(|| {
-                (flags & exec_flags::UNLINKED_BINARY != 0).then(|| UNLINKED_RULE.to_string())
-            })
+        rule_name_in(&active.policy, &active.open_rules, rule_id, flags)
     }
 
     /// The reason shown to reviewers for a rule.
@@ -1004,11 +1019,7 @@ impl Daemon {
     }
 
     fn record(&self, ev: &ExecEvent) -> ExecRecord {
-        let seq = {
-            let mut state = lock(&self.state);
-            state.next_seq += 1;
-            state.next_seq
-        };
+        let seq = self.next_seq();
         exec_record(ev, seq, self.agent_name(ev.agent_id), &self.active().policy)
     }
 
@@ -1096,35 +1107,10 @@ impl Daemon {
                 }
             }
         }
-        let view = |id| PendingView {
-            id,
-            operation: if record.kind == "open" {
-                "open"
-            } else {
-                "exec"
-            }
-            .into(),
-            access: record.access.clone(),
-            agent: record.agent.clone(),
-            pid,
-            ppid: record.ppid,
-            uid: record.uid,
-            filename: record.filename.clone(),
-            exe: procfs::exe(pid)
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            argv: argv.clone(),
-            cwd: procfs::cwd(pid)
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            rule: rule_name.clone().unwrap_or_default(),
-            reason: reason.clone(),
-            held_at_ms: record.time_ms,
-        };
         let mut state = lock(&self.state);
         let id = state.next_request;
         state.next_request += 1;
-        let view = view(id);
+        let view = pending_view(id, &record, argv, rule_name, reason);
         info!(id, pid, agent = %view.agent, binary = %view.filename, argv = ?view.argv,
               "waiting for approval: `interceptor approvals approve {id}` or `interceptor approvals deny {id}`");
         state.pending.insert(
@@ -1298,11 +1284,7 @@ impl Daemon {
     /// What is known of a held task from the kernel's `HELD` entry and /proc.
     fn readopted_record(&self, pid: u32, task: &HeldTask) -> ExecRecord {
         let stat = procfs::stat(pid).ok();
-        let seq = {
-            let mut state = lock(&self.state);
-            state.next_seq += 1;
-            state.next_seq
-        };
+        let seq = self.next_seq();
         ExecRecord {
             seq,
             time_ms: now_ms(),
@@ -1373,6 +1355,25 @@ fn peer_pid(peer: UCred) -> Result<u32, String> {
         .ok_or_else(|| "the caller's pid is unknown (no SO_PEERCRED pid)".to_string())
 }
 
+/// The name of the rule behind a kernel decision: an open rule (ids from
+/// `OPEN_RULE_ID_BASE`), a policy rule, or the built-in hold of nameless binaries.
+fn rule_name_in(
+    policy: &Policy,
+    open_rules: &[OpenRuleSpec],
+    rule_id: u32,
+    flags: u32,
+) -> Option<String> {
+    if rule_id >= OPEN_RULE_ID_BASE {
+        return open_rules
+            .get((rule_id - OPEN_RULE_ID_BASE) as usize)
+            .map(|r| r.name.clone());
+    }
+    policy
+        .rule(rule_id)
+        .map(|r| r.name.clone())
+        .or_else(|| (flags & exec_flags::UNLINKED_BINARY != 0).then(|| UNLINKED_RULE.to_string()))
+}
+
 /// The record of one kernel exec event. Lengths from the kernel are clamped to the buffers.
 fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> ExecRecord {
     let filename_len = (ev.filename_len as usize).min(ev.filename.len());
@@ -1401,9 +1402,7 @@ fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> Exec
         argv_truncated: ev.flags & exec_flags::ARGV_TRUNCATED != 0,
         argv_unavailable: ev.flags & exec_flags::ARGV_UNAVAILABLE != 0,
         verdict: verdict.into(),
-        rule: policy.rule(ev.rule_id).map(|r| r.name.clone()).or_else(|| {
-            (ev.flags & exec_flags::UNLINKED_BINARY != 0).then(|| UNLINKED_RULE.to_string())
-        }),
+        rule: rule_name_in(policy, &[], ev.rule_id, ev.flags),
         held: ev.flags & exec_flags::HELD != 0,
         denied: ev.flags & exec_flags::DENIED != 0,
         hold_failed: ev.flags & exec_flags::HOLD_FAILED != 0,

@@ -165,16 +165,8 @@ pub fn load(
     config: KernelConfig,
     pin_dir: &Path,
 ) -> Result<Loaded, LoadError> {
-    let offsets: KernelOffsets = Btf::from_sys_fs()?.kernel_offsets()?;
-    let kernel_btf = aya::Btf::from_sys_fs()?;
-    prepare_pin_dir(pin_dir)?;
     let adopted_maps = pin_dir.join("TRACKED").exists();
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&kernel_btf))
-        .default_map_pin_directory(pin_dir)
-        .override_global("KERNEL_OFFSETS", &offsets, true)
-        .override_global("CONFIG", &config, true)
-        .load(OBJECT)?;
+    let (mut ebpf, kernel_btf) = open_object(config, pin_dir)?;
     beat(&mut ebpf)?;
 
     let names: Vec<(String, bool)> = ebpf
@@ -287,20 +279,12 @@ pub struct ProgramProbe {
 /// Loads (without attaching) every program of the object on this kernel, in a scratch pin
 /// directory that is removed afterwards. Nothing is enforced while probing.
 pub fn probe_programs() -> Result<Vec<ProgramProbe>, LoadError> {
-    let offsets: KernelOffsets = Btf::from_sys_fs()?.kernel_offsets()?;
-    let kernel_btf = aya::Btf::from_sys_fs()?;
     let scratch = PathBuf::from(format!(
         "/sys/fs/bpf/interceptor-probe-{}",
         std::process::id()
     ));
-    prepare_pin_dir(&scratch)?;
     let result = (|| {
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&kernel_btf))
-            .default_map_pin_directory(&scratch)
-            .override_global("KERNEL_OFFSETS", &offsets, true)
-            .override_global("CONFIG", &KernelConfig::default(), true)
-            .load(OBJECT)?;
+        let (mut ebpf, kernel_btf) = open_object(KernelConfig::default(), &scratch)?;
         let mut probes = Vec::new();
         for (name, program) in ebpf.programs_mut() {
             let hook = hook_of(name).unwrap_or_default().to_string();
@@ -322,6 +306,21 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, LoadError> {
     })();
     unload(&scratch)?;
     result
+}
+
+/// Loads the object with this kernel's struct offsets and `config`, its maps pinned in
+/// `pin_dir` (reused when already there). Nothing is attached.
+fn open_object(config: KernelConfig, pin_dir: &Path) -> Result<(Ebpf, aya::Btf), LoadError> {
+    let offsets: KernelOffsets = Btf::from_sys_fs()?.kernel_offsets()?;
+    let kernel_btf = aya::Btf::from_sys_fs()?;
+    prepare_pin_dir(pin_dir)?;
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&kernel_btf))
+        .default_map_pin_directory(pin_dir)
+        .override_global("KERNEL_OFFSETS", &offsets, true)
+        .override_global("CONFIG", &config, true)
+        .load(OBJECT)?;
+    Ok((ebpf, kernel_btf))
 }
 
 /// Loads (verifies) every LSM program without attaching, or says why one cannot load.
