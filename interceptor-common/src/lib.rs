@@ -15,6 +15,11 @@ pub const FILENAME_MAX: usize = 512;
 /// while a held task is stopped.
 pub const ARGV_MAX: usize = 2048;
 
+/// Bytes of the executable's resolved path (`bpf_d_path` of the file the kernel executes or
+/// maps) carried in an [`ExecEvent`]; longer paths are left out (`path_len` 0) and the daemon
+/// reads `/proc/PID/exe` instead.
+pub const EXEC_PATH_MAX: usize = 512;
+
 /// What the kernel does with an operation. Kept in maps as a `u32`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +78,10 @@ pub mod exec_flags {
     pub const PATH_UNRESOLVED: u32 = 1 << 11;
     /// (held tasks) The hold is on an open, not an exec.
     pub const OPEN: u32 = 1 << 12;
+    /// The program was not exec'd but mapped executable by a running one (`ld.so /path/bin`,
+    /// a hand-written loader): judged as an exec of the mapped file. `path` names that file;
+    /// `filename` and argv are the loader's.
+    pub const MAPPED: u32 = 1 << 13;
 }
 
 /// Kinds of events in the `EVENTS` ring buffer; every event starts with its kind (`u32`).
@@ -240,11 +249,30 @@ pub struct ExecEvent {
     pub rule_id: u32,
     /// The executable's name, see [`FILENAME_MAX`].
     pub filename: [u8; FILENAME_MAX],
+    /// Valid bytes in `path` (without the NUL); 0 when the kernel could not resolve it.
+    pub path_len: u32,
+    pub _pad: u32,
+    /// The resolved path of the executed (or mapped) file, see [`EXEC_PATH_MAX`].
+    pub path: [u8; EXEC_PATH_MAX],
     /// The argument vector, NUL-separated, see [`ARGV_MAX`].
     pub argv: [u8; ARGV_MAX],
 }
 
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 80 + FILENAME_MAX + ARGV_MAX);
+const _: () =
+    assert!(core::mem::size_of::<ExecEvent>() == 88 + FILENAME_MAX + EXEC_PATH_MAX + ARGV_MAX);
+
+/// The resolved path of a binary being exec'd, kept by `exec_bprm_check_security` (where
+/// `bpf_d_path` may be called) for `exec_sched_process_exec` (where it may not).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecPath {
+    /// Valid bytes in `path` (without the NUL); 0 when unresolved or too long.
+    pub len: u32,
+    pub _pad: u32,
+    pub path: [u8; EXEC_PATH_MAX],
+}
+
+const _: () = assert!(core::mem::size_of::<ExecPath>() == 8 + EXEC_PATH_MAX);
 
 /// Key of the `EXEC_RULES` map: the binary by identity, so symlinks, hardlinks and
 /// relative paths all reach the same rule.
@@ -287,6 +315,10 @@ pub struct TrackedTask {
 const _: () = assert!(core::mem::size_of::<TrackedTask>() == 16);
 
 /// Bits of [`TrackedTask::flags`].
+/// `TRACKED` keys from here up are not processes but room reserved for the child of a fork
+/// in progress (`RESERVED_KEY_BASE | tid` of the forking thread): pids stay below 2^22.
+pub const RESERVED_KEY_BASE: u32 = 1 << 31;
+
 pub mod tracked_flags {
     /// Registered from userspace, which only knows the start time in clock ticks. The
     /// first kernel hook that sees the process compares ticks and stores the exact ns.
@@ -357,8 +389,10 @@ pub mod counters {
     pub const OPEN_DENIED: u32 = 10;
     /// An agent's open could not be resolved to a path and was refused.
     pub const OPEN_UNRESOLVED: u32 = 11;
+    /// An agent's fork was refused (EAGAIN) because `TRACKED` had no room for the child.
+    pub const FORK_REFUSED: u32 = 12;
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
 }
 
 /// Offsets of the kernel struct fields the programs read, resolved by the daemon from the
@@ -407,9 +441,13 @@ pub struct KernelOffsets {
     pub file_flags: u32,
     /// `file.f_mode`
     pub file_mode: u32,
+    /// `mm_struct.exe_file`
+    pub mm_exe_file: u32,
+    /// `vm_area_struct.vm_file`
+    pub vma_file: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 20 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 22 * 4);
 
 /// Settings passed to the programs as the global `CONFIG`.
 #[repr(C)]

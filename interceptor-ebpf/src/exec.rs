@@ -1,18 +1,28 @@
 //! Exec decisions: deny in `bprm_check_security` (lsm backend), hold or kill at
 //! `sched_process_exec` (both backends), and one event per tracked exec.
+//!
+//! A program can also start without an exec of its own file: `ld.so /usr/bin/pg_dump` execs
+//! the loader, which maps pg_dump executable itself. `mmap_file` and `file_mprotect` (lsm
+//! backend) judge every executable mapping an agent makes of a file that has an exec rule as
+//! an exec of that file — except the mapping of the task's own executable, which the exec
+//! hooks already judged (the kernel maps it during the exec, after `mm->exe_file` is set).
 
 use aya_ebpf::{
+    bindings::path,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_send_signal},
+        generated::{
+            bpf_d_path, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
+            bpf_send_signal,
+        },
     },
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
 };
 use aya_log_ebpf::warn;
 use interceptor_common::{
-    ARGV_MAX, EventKind, ExecEvent, ExecRule, FILENAME_MAX, HeldTask, InodeKey, Verdict, counters,
-    exec_flags,
+    ARGV_MAX, EXEC_PATH_MAX, EventKind, ExecEvent, ExecPath, ExecRule, FILENAME_MAX, HeldTask,
+    InodeKey, Verdict, counters, exec_flags,
 };
 
 use crate::{
@@ -20,7 +30,7 @@ use crate::{
         agent_of, current_task, current_tgid, daemon_alive, file_identity, offsets, parent_tgid,
         process_start, read,
     },
-    maps::{EVENTS, EXEC_RULES, HELD, count},
+    maps::{EVENTS, EXEC_PATHS, EXEC_RULES, EXEC_SCRATCH, HELD, count},
 };
 
 /// The verdict of a binary no rule names.
@@ -31,6 +41,7 @@ const ALLOW: ExecRule = ExecRule {
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
 const EPERM: i32 = 1;
+const PROT_EXEC: u64 = 0x4;
 
 /// `bprm_check_security(struct linux_binprm *bprm)` (LSM; the previous LSM's return value is
 /// the last argument). Runs before the point of no return, so a deny makes execve() fail
@@ -50,8 +61,15 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
     let Some(agent_id) = agent_of(&ctx, task, current_tgid()) else {
         return 0;
     };
-    let binary = binary_of(bprm).unwrap_or(InodeKey { dev: 0, ino: 0 });
+    // A direct load, not a probe read: the verifier then knows `file` as the kernel's
+    // `struct file *` (bprm->file is a trusted field), which bpf_d_path requires.
+    // SAFETY: `bprm` is the hook's BTF-typed argument; the load goes through the verifier's
+    // fault-tolerant access to kernel memory.
+    let file: *const u8 =
+        unsafe { *(bprm.wrapping_add(offsets().bprm_file as usize) as *const *const u8) };
+    let binary = file_identity(file).unwrap_or(InodeKey { dev: 0, ino: 0 });
     let rule = exec_rule(&binary).unwrap_or(ALLOW);
+    let resolved = resolve_path(file);
     let mut flags = exec_flags::DENIED | exec_flags::ARGV_UNAVAILABLE;
     let nameless = read_nlink(bprm).unwrap_or(0) == 0;
     if nameless {
@@ -60,6 +78,17 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
     if rule.verdict != Verdict::Deny as u32 {
         let needs_daemon = rule.verdict == Verdict::Ask as u32 || nameless;
         if !needs_daemon || daemon_alive() {
+            // sched_process_exec reports the path; bpf_d_path is not allowed there.
+            if let Some(resolved) = resolved {
+                let thread = bpf_get_current_pid_tgid() as u32;
+                // SAFETY: `resolved` is this CPU's scratch map value, read by the helper.
+                if EXEC_PATHS
+                    .insert(&thread, unsafe { &*resolved }, 0)
+                    .is_err()
+                {
+                    count(counters::EVENT_DROPPED);
+                }
+            }
             return 0;
         }
         flags |= exec_flags::DAEMON_DOWN;
@@ -70,12 +99,169 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
         flags,
         task,
         agent_id,
-        bprm,
+        name_of(bprm),
+        resolved,
         &binary,
         &rule,
         false,
     );
     -EPERM
+}
+
+/// `mmap_file(struct file *file, unsigned long reqprot, unsigned long prot, unsigned long
+/// flags)` (LSM): an executable mapping of a file is judged as an exec of it.
+#[lsm(hook = "mmap_file")]
+pub fn exec_mmap_file(ctx: LsmContext) -> i32 {
+    let file: *const u8 = ctx.arg(0);
+    let prot: u64 = ctx.arg(2);
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    if file.is_null() || prot & PROT_EXEC == 0 {
+        return 0;
+    }
+    mapped_exec(&ctx, file, true)
+}
+
+/// `file_mprotect(struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot)`
+/// (LSM): making a file mapping executable later is judged like mapping it so.
+#[lsm(hook = "file_mprotect")]
+pub fn exec_file_mprotect(ctx: LsmContext) -> i32 {
+    let vma: *const u8 = ctx.arg(0);
+    let prot: u64 = ctx.arg(2);
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    if prot & PROT_EXEC == 0 {
+        return 0;
+    }
+    let Ok(file) = read::<*const u8>(vma, offsets().vma_file) else {
+        return 0;
+    };
+    if file.is_null() {
+        return 0;
+    }
+    // The file came from a probe read, which bpf_d_path does not accept: no path here; the
+    // daemon finds it among the task's mappings.
+    mapped_exec(&ctx, file, false)
+}
+
+/// An agent maps `file` executable: if an exec rule names the file and it is not the task's
+/// own executable, the rule applies as if the file had been exec'd. `deny` fails the mapping
+/// with EPERM; `ask` holds the task (SIGSTOP lands before the mapping call returns), so the
+/// program does not run a single instruction of the file before a decision.
+#[inline(always)]
+fn mapped_exec(ctx: &LsmContext, file: *const u8, resolvable: bool) -> i32 {
+    let task = current_task();
+    let tgid = current_tgid();
+    let Some(agent_id) = agent_of(ctx, task, tgid) else {
+        return 0;
+    };
+    let Some(binary) = file_identity(file) else {
+        count(counters::HOLD_FAILED);
+        return -EPERM;
+    };
+    let Some(rule) = exec_rule(&binary) else {
+        return 0;
+    };
+    if rule.verdict == Verdict::Allow as u32 || own_executable(task, &binary) {
+        return 0;
+    }
+    let mut flags = exec_flags::MAPPED;
+    let mut result = 0;
+    if rule.verdict == Verdict::Deny as u32 {
+        flags |= exec_flags::DENIED;
+        result = -EPERM;
+    } else if rule.verdict == Verdict::Ask as u32 {
+        if !daemon_alive() {
+            count(counters::DAEMON_DOWN_DENIED);
+            flags |= exec_flags::DENIED | exec_flags::DAEMON_DOWN;
+            result = -EPERM;
+        } else {
+            let held = HeldTask {
+                start_boottime: process_start(task).unwrap_or(0),
+                rule_id: rule.rule_id,
+                agent_id,
+                flags: exec_flags::HELD | exec_flags::MAPPED,
+                _pad: 0,
+            };
+            if HELD.insert(&tgid, &held, 0).is_ok() {
+                flags |= exec_flags::HELD;
+            } else {
+                count(counters::HOLD_FAILED);
+                flags |= exec_flags::DENIED | exec_flags::HOLD_FAILED;
+                result = -EPERM;
+            }
+        }
+    }
+    let kind = if result != 0 {
+        EventKind::ExecDenied
+    } else {
+        EventKind::Exec
+    };
+    let delivered = emit(
+        kind,
+        flags,
+        task,
+        agent_id,
+        core::ptr::null(),
+        if resolvable { resolve_path(file) } else { None },
+        &binary,
+        &rule,
+        true,
+    );
+    if flags & exec_flags::HELD != 0 {
+        if !delivered {
+            // Nobody would ever answer this hold.
+            let _ = HELD.remove(&tgid);
+            return -EPERM;
+        }
+        // SAFETY: bpf_send_signal signals the current thread group; no memory arguments.
+        unsafe { bpf_send_signal(SIGSTOP) };
+    }
+    result
+}
+
+/// Whether `binary` is the current task's own executable (`current->mm->exe_file`).
+#[inline(always)]
+fn own_executable(task: *const u8, binary: &InodeKey) -> bool {
+    let off = offsets();
+    let Ok(mm) = read::<*const u8>(task, off.task_mm) else {
+        return false;
+    };
+    let Ok(exe) = read::<*const u8>(mm, off.mm_exe_file) else {
+        return false;
+    };
+    !exe.is_null() && file_identity(exe).is_some_and(|own| own == *binary)
+}
+
+/// The path of `file` by `bpf_d_path`, in this CPU's scratch; `None` when it cannot be
+/// resolved or is longer than [`EXEC_PATH_MAX`]. Only for LSM hooks (d_path is not allowed
+/// in tracepoints).
+#[inline(always)]
+fn resolve_path(file: *const u8) -> Option<*const ExecPath> {
+    if file.is_null() {
+        return None;
+    }
+    let scratch = EXEC_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: `file` is a `struct file *` from the hook (trusted by the verifier) and
+    // `f_path` lies inside it; the buffer is this CPU's scratch map value.
+    let len = unsafe {
+        let f_path = file.wrapping_add(offsets().file_path as usize) as *mut path;
+        bpf_d_path(
+            f_path,
+            (*scratch).path.as_mut_ptr().cast(),
+            EXEC_PATH_MAX as u32,
+        )
+    };
+    if len <= 1 {
+        return None;
+    }
+    // SAFETY: as above; `len` counts the NUL.
+    unsafe { (*scratch).len = (len - 1) as u32 };
+    Some(scratch)
 }
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`,
@@ -88,6 +274,7 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
+    let old_thread: i32 = ctx.arg(1);
     let bprm: *const u8 = ctx.arg(2);
     let tgid = current_tgid();
     let Some(agent_id) = agent_of(&ctx, task, tgid) else {
@@ -136,16 +323,25 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         flags |= exec_flags::DENIED;
     }
 
+    // The path bprm_check_security resolved, kept under the thread id the exec started in
+    // (a non-leader thread's exec takes over the leader's id).
+    let thread = old_thread as u32;
+    // SAFETY: a pointer into a map value, only read by the helper before the entry goes.
+    let resolved = unsafe { EXEC_PATHS.get(&thread) }.map(|p| p as *const ExecPath);
     let delivered = emit(
         EventKind::Exec,
         flags,
         task,
         agent_id,
-        bprm,
+        name_of(bprm),
+        resolved,
         &binary,
         &rule,
         true,
     );
+    if resolved.is_some() {
+        let _ = EXEC_PATHS.remove(&thread);
+    }
     if flags & exec_flags::HELD != 0 && !delivered {
         // Nobody would ever answer this hold.
         let _ = HELD.remove(&tgid);
@@ -178,6 +374,12 @@ fn binary_of(bprm: *const u8) -> Option<InodeKey> {
     file_identity(file)
 }
 
+/// `bprm->filename` (a kernel string), or null.
+#[inline(always)]
+fn name_of(bprm: *const u8) -> *const u8 {
+    read(bprm, offsets().bprm_filename).unwrap_or(core::ptr::null())
+}
+
 #[inline(always)]
 fn exec_rule(binary: &InodeKey) -> Option<ExecRule> {
     // SAFETY: the value is copied out immediately.
@@ -195,7 +397,8 @@ fn emit(
     mut flags: u32,
     task: *const u8,
     agent_id: u32,
-    bprm: *const u8,
+    name: *const u8,
+    resolved: Option<*const ExecPath>,
     binary: &InodeKey,
     rule: &ExecRule,
     with_argv: bool,
@@ -225,7 +428,7 @@ fn emit(
         (*ev).rule_id = rule.rule_id;
 
         (*ev).filename_len = 0;
-        if let Ok(name) = read::<*const u8>(bprm, offsets().bprm_filename) {
+        if !name.is_null() {
             let n = bpf_probe_read_kernel_str(
                 (*ev).filename.as_mut_ptr().cast(),
                 FILENAME_MAX as u32,
@@ -237,6 +440,21 @@ fn emit(
                 if n as usize == FILENAME_MAX {
                     flags |= exec_flags::FILENAME_TRUNCATED;
                 }
+            }
+        }
+
+        (*ev).path_len = 0;
+        (*ev)._pad = 0;
+        if let Some(resolved) = resolved {
+            let len = (*resolved).len;
+            if len > 0
+                && bpf_probe_read_kernel(
+                    (*ev).path.as_mut_ptr().cast(),
+                    EXEC_PATH_MAX as u32,
+                    (*resolved).path.as_ptr().cast(),
+                ) == 0
+            {
+                (*ev).path_len = len;
             }
         }
 

@@ -43,6 +43,8 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     sb_dev: 0,
     file_flags: 0,
     file_mode: 0,
+    mm_exe_file: 0,
+    vma_file: 0,
 };
 
 #[unsafe(no_mangle)]

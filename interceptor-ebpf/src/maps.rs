@@ -6,11 +6,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use interceptor_common::{
-    AgentName, ExecRule, Grant, GrantKey, HeldTask, InodeKey, OpenRule, OpenScratch, RULE_PATH_MAX,
-    TrackedTask, counters,
+    AgentName, ExecPath, ExecRule, Grant, GrantKey, HeldTask, InodeKey, OpenRule, OpenScratch,
+    RULE_PATH_MAX, TrackedTask, counters,
 };
 
 /// Agent processes, keyed by tgid. Filled by the daemon at registration and by
@@ -56,6 +56,17 @@ pub static GRANTS: HashMap<GrantKey, Grant> = HashMap::pinned(4_096, 0);
 /// Scratch space for `open_file_open` (path buffer and trie key); holds no state.
 #[map]
 pub static OPEN_SCRATCH: PerCpuArray<OpenScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Resolved paths of agents' binaries between `exec_bprm_check_security`, which resolves
+/// them, and `exec_sched_process_exec`, which reports them; keyed by the exec'ing thread's
+/// id. Least recently used entries make room (an exec whose entry is gone reports no path,
+/// and the daemon reads /proc instead). Not pinned: it holds nothing a new daemon needs.
+#[map]
+pub static EXEC_PATHS: LruHashMap<u32, ExecPath> = LruHashMap::with_max_entries(1_024, 0);
+
+/// Scratch space for resolving an executable's path; holds no state.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecPath> = PerCpuArray::with_max_entries(1, 0);
 
 /// Events for the daemon (`interceptor_common::ExecEvent` and `OpenEvent`).
 #[map]

@@ -318,6 +318,8 @@ impl Btf {
             sb_dev: self.field_sized("super_block", "s_dev", 4)?,
             file_flags: self.field_sized("file", "f_flags", 4)?,
             file_mode: self.field_sized("file", "f_mode", 4)?,
+            mm_exe_file: self.field_sized("mm_struct", "exe_file", PTR)?,
+            vma_file: self.field_sized("vm_area_struct", "vm_file", PTR)?,
         })
     }
 }

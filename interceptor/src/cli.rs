@@ -178,6 +178,14 @@ pub struct DaemonArgs {
     /// daemon (holds), until a daemon is back.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub heartbeat_timeout_ms: u32,
+
+    /// How many agent processes the kernel can track at once. With the lsm backend an
+    /// agent's fork beyond it fails with EAGAIN (counted as fork_refused); with the
+    /// tracepoint backend the child would run untracked (counted as track_failed). Takes
+    /// effect when the maps are created: after `interceptor unload`, or on a fresh host.
+    #[arg(long, default_value_t = 65_536, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
+    pub max_agent_processes: u32,
 }
 
 #[derive(Debug, Args)]
@@ -458,6 +466,7 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         allow_userns: args.allow_userns,
         pin_dir: args.pin_dir,
         heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+        max_agent_processes: args.max_agent_processes,
         open_rules,
         policy_path,
         cli_exec_rules,
@@ -533,7 +542,25 @@ fn print_pending(requests: &[PendingView]) {
         if let Some(reason) = &r.reason {
             println!("      reason: {reason}");
         }
-        println!("      binary: {}  cwd: {}", r.exe, r.cwd);
+        if r.mapped {
+            println!(
+                "      program: {} (mapped by the loader {}, not exec'd)  cwd: {}",
+                r.filename, r.exe, r.cwd
+            );
+        } else {
+            println!("      binary: {}  cwd: {}", r.exe, r.cwd);
+        }
+        if !r.parents.is_empty() {
+            let chain: Vec<String> = r
+                .parents
+                .iter()
+                .map(|p| match p.argv.first() {
+                    Some(arg0) => format!("{} {}", p.pid, arg0),
+                    None => format!("{} {}", p.pid, p.exe),
+                })
+                .collect();
+            println!("      parents: {}", chain.join(" < "));
+        }
     }
 }
 

@@ -117,10 +117,17 @@ pub struct PendingView {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
-    /// The path the binary was run by, as given to execve.
+    /// The path the binary was run by, as given to execve; for a mapped exec
+    /// (`ld.so /path/bin`) the resolved path of the mapped program.
     pub filename: String,
-    /// The resolved executable (/proc/PID/exe).
+    /// The resolved executable (/proc/PID/exe); for a mapped exec, the loader.
     pub exe: String,
+    /// The program was mapped executable by a loader rather than exec'd.
+    #[serde(default)]
+    pub mapped: bool,
+    /// The process's ancestors, parent first.
+    #[serde(default)]
+    pub parents: Vec<crate::procfs::Ancestor>,
     /// The whole argv, read from /proc while the task is stopped.
     pub argv: Vec<String>,
     pub cwd: String,
@@ -147,9 +154,18 @@ pub struct ExecRecord {
     pub uid: u32,
     pub gid: u32,
     pub cgroup_id: u64,
-    /// The path given to execve (as the kernel saw it at exec time).
+    /// The path given to execve (as the kernel saw it at exec time); for a mapped exec,
+    /// the mapped file's path.
     pub filename: String,
     pub filename_truncated: bool,
+    /// The resolved path of the file the kernel executed (bpf_d_path; a script's
+    /// interpreter for a script) or mapped; empty where the kernel could not resolve it
+    /// (the tracepoint backend).
+    #[serde(default)]
+    pub path: String,
+    /// Not exec'd but mapped executable by a running program (`ld.so /path/bin`).
+    #[serde(default)]
+    pub mapped: bool,
     pub argv: Vec<String>,
     pub argv_truncated: bool,
     /// argv cannot be read where this event was made (execs refused before the new program

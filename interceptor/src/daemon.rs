@@ -20,8 +20,8 @@ use aya::maps::{
 };
 use interceptor_common::{
     AGENT_NAME_MAX, AgentName, EventKind, ExecEvent, ExecRule, Grant, GrantKey, HeldTask, InodeKey,
-    KernelConfig, OpenEvent, OpenRule, RULE_PATH_MAX, TrackedTask, Verdict, counters, exec_flags,
-    tracked_flags,
+    KernelConfig, OpenEvent, OpenRule, RESERVED_KEY_BASE, RULE_PATH_MAX, TrackedTask, Verdict,
+    counters, exec_flags, tracked_flags,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -72,6 +72,7 @@ const COUNTER_NAMES: [(u32, &str); counters::COUNT as usize] = [
     (counters::DAEMON_DOWN_DENIED, "daemon_down_denied"),
     (counters::OPEN_DENIED, "open_denied"),
     (counters::OPEN_UNRESOLVED, "open_unresolved"),
+    (counters::FORK_REFUSED, "fork_refused"),
 ];
 
 /// How the daemon is started.
@@ -91,6 +92,8 @@ pub struct DaemonOptions {
     /// After this long without a heartbeat the kernel refuses agent operations that need
     /// the daemon.
     pub heartbeat_timeout_ms: u32,
+    /// Room in the kernel's `TRACKED` map (agent processes at once).
+    pub max_agent_processes: u32,
     /// Open rules (the daemon adds its own files' protection).
     pub open_rules: Vec<OpenRuleSpec>,
     /// The policy file, re-read on SIGHUP and when it changes (`None`: built-in policy).
@@ -259,7 +262,12 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         deny_userns: !options.allow_userns as u32,
         heartbeat_timeout_ms: options.heartbeat_timeout_ms,
     };
-    let loaded = loader::load(options.backend, config, &options.pin_dir)?;
+    let loaded = loader::load(
+        options.backend,
+        config,
+        &options.pin_dir,
+        options.max_agent_processes,
+    )?;
     let (mut ebpf, backend) = (loaded.ebpf, loaded.backend);
     if loaded.adopted_maps {
         info!(pin_dir = %options.pin_dir.display(), replaced_links = loaded.replaced_links,
@@ -528,6 +536,8 @@ fn pending_view(
         uid: record.uid,
         filename: record.filename.clone(),
         exe: shown(procfs::exe(pid)),
+        mapped: record.mapped,
+        parents: procfs::parent_chain(pid),
         argv,
         cwd: shown(procfs::cwd(pid)),
         rule: rule.unwrap_or_default(),
@@ -540,14 +550,23 @@ fn pending_view(
 fn exec_context(record: &ExecRecord, argv: &[String]) -> crate::policy::ExecContext {
     let pid = record.pid;
     let cwd = procfs::cwd(pid).ok();
-    // The file that was executed (a script itself, not its interpreter), resolved.
-    let binary = cwd
-        .as_ref()
-        .map(|cwd| cwd.join(&record.filename))
-        .and_then(|p| std::fs::canonicalize(p).ok())
-        .or_else(|| procfs::exe(pid).ok())
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| record.filename.clone());
+    // The file that was executed (a script itself, not its interpreter), resolved; for a
+    // mapped exec, the file the loader mapped.
+    let binary = if record.mapped && !record.path.is_empty() {
+        record.path.clone()
+    } else {
+        cwd.as_ref()
+            .map(|cwd| cwd.join(&record.filename))
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .or_else(|| procfs::exe(pid).ok())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| record.filename.clone())
+    };
+    let argv = if record.mapped {
+        loaded_program_argv(argv, &binary, cwd.as_deref())
+    } else {
+        argv.to_vec()
+    };
     let parent = procfs::stat(pid)
         .ok()
         .and_then(|st| procfs::exe(st.ppid).ok());
@@ -555,11 +574,32 @@ fn exec_context(record: &ExecRecord, argv: &[String]) -> crate::policy::ExecCont
         agent: Some(record.agent.clone()),
         uid: Some(record.uid),
         binary,
-        argv: argv.to_vec(),
+        argv,
         cwd: cwd.map(|p| p.display().to_string()),
         parent: parent.map(|p| p.display().to_string()),
         env_keys: procfs::env_keys(pid).ok(),
         home: None,
+    }
+}
+
+/// The argv a program started by a loader (`ld.so [OPTIONS] /path/bin ARGS`) was given: the
+/// loader's arguments from the one that names the mapped program on. When no argument names
+/// it, the loader's whole argv is judged (more arguments can only match more rules).
+fn loaded_program_argv(
+    argv: &[String],
+    binary: &str,
+    cwd: Option<&std::path::Path>,
+) -> Vec<String> {
+    let names_binary = |arg: &String| {
+        let candidate = match cwd {
+            Some(cwd) => cwd.join(arg),
+            None => PathBuf::from(arg),
+        };
+        std::fs::canonicalize(candidate).is_ok_and(|p| p == std::path::Path::new(binary))
+    };
+    match argv.iter().skip(1).position(names_binary) {
+        Some(i) => argv[i + 1..].to_vec(),
+        None => argv.to_vec(),
     }
 }
 
@@ -893,7 +933,11 @@ impl Daemon {
             last_reload: lock(&self.last_reload).clone(),
             agent_scopes: self.scopes.clone(),
             userns_allowed: self.allow_userns,
-            tracked_processes: kernel.tracked.keys().count(),
+            tracked_processes: kernel
+                .tracked
+                .keys()
+                .filter(|k| k.as_ref().is_ok_and(|pid| *pid < RESERVED_KEY_BASE))
+                .count(),
             pending_approvals: lock(&self.state).pending.len(),
             counters,
         }
@@ -1311,6 +1355,9 @@ impl Daemon {
                     .unwrap_or_default()
             },
             filename_truncated: false,
+            // A mapped exec's file is not kept either; /proc/PID/maps would need its identity.
+            path: String::new(),
+            mapped: task.flags & exec_flags::MAPPED != 0,
             argv: procfs::cmdline(pid).unwrap_or_default(),
             argv_truncated: false,
             argv_unavailable: false,
@@ -1378,6 +1425,18 @@ fn rule_name_in(
 fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> ExecRecord {
     let filename_len = (ev.filename_len as usize).min(ev.filename.len());
     let argv_len = (ev.argv_len as usize).min(ev.argv.len());
+    let path_len = (ev.path_len as usize).min(ev.path.len());
+    let mapped = ev.flags & exec_flags::MAPPED != 0;
+    let mut path = String::from_utf8_lossy(&ev.path[..path_len]).into_owned();
+    if mapped && path.is_empty() {
+        // file_mprotect cannot resolve the path in the kernel; the mapping names it.
+        path = procfs::mapped_path(ev.tgid, ev.dev, ev.ino).unwrap_or_default();
+    }
+    let filename = if mapped {
+        path.clone()
+    } else {
+        String::from_utf8_lossy(&ev.filename[..filename_len]).into_owned()
+    };
     let verdict = verdict_name(ev.verdict);
     let kind = match EventKind::from_u32(ev.kind) {
         Some(EventKind::Exec) => "exec",
@@ -1396,8 +1455,10 @@ fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> Exec
         uid: ev.uid,
         gid: ev.gid,
         cgroup_id: ev.cgroup_id,
-        filename: String::from_utf8_lossy(&ev.filename[..filename_len]).into_owned(),
+        filename,
         filename_truncated: ev.flags & exec_flags::FILENAME_TRUNCATED != 0,
+        path,
+        mapped,
         argv: procfs::split_nul(&ev.argv[..argv_len]),
         argv_truncated: ev.flags & exec_flags::ARGV_TRUNCATED != 0,
         argv_unavailable: ev.flags & exec_flags::ARGV_UNAVAILABLE != 0,
@@ -1451,6 +1512,8 @@ fn open_record(ev: &OpenEvent, seq: u64, agent: String, rule: Option<String>) ->
         cgroup_id: 0,
         filename: String::from_utf8_lossy(&ev.path[..path_len]).into_owned(),
         filename_truncated: ev.path_len as usize > ev.path.len(),
+        path: String::from_utf8_lossy(&ev.path[..path_len]).into_owned(),
+        mapped: false,
         argv: Vec::new(),
         argv_truncated: false,
         argv_unavailable: true,

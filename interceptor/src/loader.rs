@@ -62,6 +62,7 @@ impl Backend {
         let specific: &[&str] = match self {
             Self::Lsm => &[
                 "a denied exec fails with EPERM in bprm_check_security; the agent's program continues",
+                "a program started by a loader (`ld.so /path/bin`) or mapped executable later (mmap, mprotect) is judged as an exec of its file",
                 "a held task cannot be resumed by SIGCONT from anyone but the daemon (task_kill guard)",
                 "agents cannot signal the daemon, ptrace-attach any process (nor PTRACE_TRACEME), or call bpf()",
                 "agents cannot create user namespaces unless the daemon allows it",
@@ -70,6 +71,7 @@ impl Backend {
             ],
             Self::Tracepoint => &[
                 "a denied exec is killed (SIGKILL) at sched_process_exec, before its first instruction",
+                "NOT guaranteed: a program started by a loader (`ld.so /path/bin`) runs unjudged (no mmap_file hook)",
                 "NOT guaranteed: another process may resume a held task with SIGCONT (no task_kill guard)",
                 "NOT guaranteed: agents can signal the daemon, ptrace other processes and call bpf() (no LSM guards)",
                 "NOT guaranteed: agents can create user namespaces (no userns_create guard)",
@@ -164,9 +166,10 @@ pub fn load(
     choice: BackendChoice,
     config: KernelConfig,
     pin_dir: &Path,
+    max_tracked: u32,
 ) -> Result<Loaded, LoadError> {
     let adopted_maps = pin_dir.join("TRACKED").exists();
-    let (mut ebpf, kernel_btf) = open_object(config, pin_dir)?;
+    let (mut ebpf, kernel_btf) = open_object(config, pin_dir, max_tracked)?;
     beat(&mut ebpf)?;
 
     let names: Vec<(String, bool)> = ebpf
@@ -284,7 +287,8 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, LoadError> {
         std::process::id()
     ));
     let result = (|| {
-        let (mut ebpf, kernel_btf) = open_object(KernelConfig::default(), &scratch)?;
+        let (mut ebpf, kernel_btf) =
+            open_object(KernelConfig::default(), &scratch, DEFAULT_MAX_TRACKED)?;
         let mut probes = Vec::new();
         for (name, program) in ebpf.programs_mut() {
             let hook = hook_of(name).unwrap_or_default().to_string();
@@ -308,15 +312,24 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, LoadError> {
     result
 }
 
+/// The size of `TRACKED` the doctor's probe load uses (the object's own default).
+const DEFAULT_MAX_TRACKED: u32 = 65_536;
+
 /// Loads the object with this kernel's struct offsets and `config`, its maps pinned in
-/// `pin_dir` (reused when already there). Nothing is attached.
-fn open_object(config: KernelConfig, pin_dir: &Path) -> Result<(Ebpf, aya::Btf), LoadError> {
+/// `pin_dir` (reused when already there; a new `TRACKED` gets room for `max_tracked`
+/// processes). Nothing is attached.
+fn open_object(
+    config: KernelConfig,
+    pin_dir: &Path,
+    max_tracked: u32,
+) -> Result<(Ebpf, aya::Btf), LoadError> {
     let offsets: KernelOffsets = Btf::from_sys_fs()?.kernel_offsets()?;
     let kernel_btf = aya::Btf::from_sys_fs()?;
     prepare_pin_dir(pin_dir)?;
     let ebpf = EbpfLoader::new()
         .btf(Some(&kernel_btf))
         .default_map_pin_directory(pin_dir)
+        .map_max_entries("TRACKED", max_tracked)
         .override_global("KERNEL_OFFSETS", &offsets, true)
         .override_global("CONFIG", &config, true)
         .load(OBJECT)?;

@@ -84,6 +84,73 @@ pub fn uid(pid: u32) -> io::Result<u32> {
         })
 }
 
+/// How many ancestors [`parent_chain`] follows at most.
+pub const PARENT_CHAIN_MAX: usize = 32;
+
+/// One ancestor of a process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    /// The resolved executable, or `?` when /proc does not show it.
+    pub exe: String,
+    /// argv, cut to a few arguments so a long command line does not drown the chain.
+    pub argv: Vec<String>,
+}
+
+/// The ancestors of `pid`, parent first, up to pid 1 (or [`PARENT_CHAIN_MAX`] of them).
+/// Stops early at a process that has gone.
+pub fn parent_chain(pid: u32) -> Vec<Ancestor> {
+    const ARGS_SHOWN: usize = 8;
+    let mut chain = Vec::new();
+    let mut current = pid;
+    while chain.len() < PARENT_CHAIN_MAX {
+        let Ok(st) = stat(current) else { break };
+        if st.ppid == 0 || st.ppid == current {
+            break;
+        }
+        current = st.ppid;
+        let mut argv = cmdline(current).unwrap_or_default();
+        argv.truncate(ARGS_SHOWN);
+        chain.push(Ancestor {
+            pid: current,
+            exe: exe(current).map_or_else(|_| "?".into(), |p| p.display().to_string()),
+            argv,
+        });
+        if current == 1 {
+            break;
+        }
+    }
+    chain
+}
+
+/// The path of a file mapped into `pid`'s memory, found by its identity (kernel-encoded
+/// device `major << 20 | minor`, inode) in /proc/PID/maps.
+pub fn mapped_path(pid: u32, dev: u64, ino: u64) -> Option<String> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    find_mapping(&maps, dev, ino)
+}
+
+/// The lookup behind [`mapped_path`]: /proc/PID/maps lines are
+/// `start-end perms offset major:minor inode path` (device numbers in hex).
+pub fn find_mapping(maps: &str, dev: u64, ino: u64) -> Option<String> {
+    let (major, minor) = (dev >> 20, dev & 0xfffff);
+    maps.lines().find_map(|line| {
+        let mut fields = line.splitn(6, ' ');
+        let (_, _, _, device, inode) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        let (maj, min) = device.split_once(':')?;
+        let matches = u64::from_str_radix(maj, 16).ok()? == major
+            && u64::from_str_radix(min, 16).ok()? == minor
+            && inode.parse::<u64>().ok()? == ino;
+        matches.then(|| fields.next().unwrap_or("").trim_start().to_string())
+    })
+}
+
 /// Splits NUL-separated strings (argv as the kernel stores it).
 pub fn split_nul(raw: &[u8]) -> Vec<String> {
     let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
@@ -190,6 +257,39 @@ mod tests {
         assert_eq!(uid(me).unwrap(), unsafe { libc::getuid() });
         let err = Pidfd::open(me, st.start_ticks + 1).expect_err("wrong start time is refused");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn mappings_are_found_by_device_and_inode() {
+        let maps = "\
+55d0c0a00000-55d0c0a02000 r--p 00000000 fe:01 1311 /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+7f0000000000-7f0000001000 r-xp 00001000 103:02 424242 /srv/data/pg dump (copy)
+7f0000002000-7f0000003000 rw-p 00000000 00:00 0 
+";
+        // 0x103 = 259 (nvme), minor 2; a path with spaces survives.
+        assert_eq!(
+            find_mapping(maps, (0x103 << 20) | 2, 424242).as_deref(),
+            Some("/srv/data/pg dump (copy)")
+        );
+        assert_eq!(
+            find_mapping(maps, (0xfe << 20) | 1, 1311).as_deref(),
+            Some("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+        );
+        // Same inode on another device is another file.
+        assert_eq!(find_mapping(maps, (0xfe << 20) | 2, 1311), None);
+        assert_eq!(find_mapping(maps, 0, 424242), None);
+    }
+
+    #[test]
+    fn own_parent_chain_reaches_init() {
+        let chain = parent_chain(std::process::id());
+        assert!(!chain.is_empty());
+        assert_eq!(chain[0].pid, std::os::unix::process::parent_id());
+        assert!(chain.len() <= PARENT_CHAIN_MAX);
+        // Each entry is the parent of the one before it.
+        for pair in chain.windows(2) {
+            assert_eq!(stat(pair[0].pid).unwrap().ppid, pair[1].pid);
+        }
     }
 
     #[test]

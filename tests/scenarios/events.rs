@@ -1,7 +1,9 @@
 //! Every exec by an agent is reported with its context; `interceptor run` refuses to start
 //! an agent without a daemon.
 
-use interceptor_integration::{Daemon, Spawned, TestDir, fate, interceptor_bin, probe_bin};
+use interceptor_integration::{
+    Backend, Daemon, Spawned, TestDir, expected_backend, fate, interceptor_bin, probe_bin,
+};
 
 #[test]
 fn exec_events_carry_context() {
@@ -37,6 +39,13 @@ fn exec_events_carry_context() {
     );
     assert_eq!(event["argv_truncated"], false, "{event}");
     assert_eq!(event["userspace_decides"], false, "{event}");
+    // The resolved path of the executed file: bpf_d_path in bprm_check_security (lsm); the
+    // tracepoint backend cannot resolve it in the kernel.
+    let resolved = std::fs::canonicalize(&probe).unwrap();
+    match expected_backend() {
+        Backend::Lsm => assert_eq!(event["path"], resolved.to_str().unwrap(), "{event}"),
+        Backend::Tracepoint => assert_eq!(event["path"], "", "{event}"),
+    }
 
     // The agent has exited: the kernel forgot it (tracking is dropped at exit).
     daemon.wait_for("the exited agent to leave TRACKED", || {

@@ -1,9 +1,9 @@
-//! Exec bypass attempts (DESIGN §7 scenarios 2-5): other names for a denied binary, and
+//! Exec bypass attempts (DESIGN §7 scenarios 2-6): other names for a denied binary, and
 //! binaries with no name at all.
 
 use interceptor_integration::{
-    Backend, Daemon, Rule, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
-    proc_state,
+    Backend, Daemon, LD_SO, Rule, Spawned, TestDir, dynamic_true, expected_backend, fate,
+    probe_bin, probe_value, proc_state,
 };
 
 /// Runs `agent` and checks the exec of the denied binary was refused for this backend.
@@ -103,4 +103,79 @@ fn scenario_05_unlinked_binary_exec_is_held_then_denied() {
     daemon.json(&["approvals", "deny", &id.to_string(), "--json"]);
     assert_eq!(fate(agent.finish().0), "signal:9");
     assert!(!marker.exists());
+}
+
+/// `ld.so /path/bin` starts a program without exec'ing its file: the loader maps it. On the
+/// lsm backend the executable mapping is judged as an exec of the file. The tracepoint
+/// backend has no mmap hook: the program runs, and `doctor` says so.
+#[test]
+fn scenario_06_ld_so_invocation_of_a_denied_binary() {
+    let dir = TestDir::new("ldso-deny");
+    let denied = dir.copy_exe(&dynamic_true(), "pg_dump");
+    let daemon = Daemon::start(&dir, &[Rule::DenyExec(&denied)]);
+    let (status, out) = Spawned::start(daemon.agent(
+        "loader-bot",
+        &probe_bin(),
+        &["spawn", LD_SO, denied.to_str().unwrap()],
+    ))
+    .finish();
+    match expected_backend() {
+        Backend::Lsm => {
+            // ld.so cannot map the program and gives up (its exit status for that is 127).
+            assert_eq!(probe_value(&out, "child"), Some("exit:127"), "{out}");
+            let event = daemon.wait_event("the refused mapping", |e| {
+                e["mapped"] == true && e["kind"] == "exec_denied"
+            });
+            assert_eq!(event["filename"], denied.to_str().unwrap(), "{event}");
+            assert_eq!(event["path"], denied.to_str().unwrap(), "{event}");
+        }
+        Backend::Tracepoint => {
+            assert_eq!(probe_value(&out, "child"), Some("exit:0"), "{out}");
+        }
+    }
+    assert_eq!(fate(status), "exit:0", "{out}");
+    // The loader itself, and a dynamic program that is not named, run as usual.
+    let (_, out) = Spawned::start(daemon.agent(
+        "loader-bot",
+        &probe_bin(),
+        &["spawn", LD_SO, dynamic_true().to_str().unwrap()],
+    ))
+    .finish();
+    assert_eq!(probe_value(&out, "child"), Some("exit:0"), "{out}");
+}
+
+#[test]
+fn scenario_06_ld_so_invocation_of_a_held_binary_waits_for_approval() {
+    let dir = TestDir::new("ldso-hold");
+    let held = dir.copy_exe(&dynamic_true(), "terraform");
+    let daemon = Daemon::start(&dir, &[Rule::HoldExec(&held)]);
+    let loader = Spawned::start(daemon.agent(
+        "loader-bot",
+        &probe_bin(),
+        &["exec", LD_SO, held.to_str().unwrap()],
+    ));
+    match expected_backend() {
+        Backend::Lsm => {
+            let request = daemon.wait_pending(loader.pid());
+            assert_eq!(request["mapped"], true, "{request}");
+            assert_eq!(request["filename"], held.to_str().unwrap(), "{request}");
+            assert_eq!(proc_state(loader.pid()), Some('T'));
+            let id = request["id"].as_u64().unwrap().to_string();
+            daemon.json(&["approvals", "approve", &id, "--json"]);
+            assert_eq!(fate(loader.finish().0), "exit:0");
+        }
+        Backend::Tracepoint => assert_eq!(fate(loader.finish().0), "exit:0"),
+    }
+    // Exec'd directly, the same (dynamic) binary is held once, at its exec: the kernel's own
+    // mapping of the program it is exec'ing is not a second hold.
+    let direct = Spawned::start(daemon.agent("loader-bot", &held, &[]));
+    let request = daemon.wait_pending(direct.pid());
+    assert_eq!(request["mapped"], false, "{request}");
+    // Reviewers see where the command came from: its ancestors, parent first, up to init.
+    let parents = request["parents"].as_array().expect("parent chain");
+    assert_eq!(parents[0]["pid"], request["ppid"], "{request}");
+    assert_eq!(parents.last().unwrap()["pid"], 1, "{request}");
+    let id = request["id"].as_u64().unwrap().to_string();
+    daemon.json(&["approvals", "approve", &id, "--json"]);
+    assert_eq!(fate(direct.finish().0), "exit:0");
 }

@@ -1,6 +1,7 @@
 //! Who is an agent: trees started by `interceptor run`, configured uids, configured cgroups
 //! (and cgroups below them), through double forks and cgroup moves (DESIGN §7 scenarios 16
-//! and 32). Everyone else is untouched.
+//! and 32), pid reuse and pid namespaces (18), a full tracking map (24). Everyone else is
+//! untouched.
 
 use std::{os::unix::process::CommandExt as _, process::Command};
 
@@ -146,4 +147,203 @@ fn scenario_16_double_fork_and_setsid_stay_tracked() {
         e["agent"] == "fork-bot" && e["denied"] == true
     });
     assert!(!marker.exists());
+}
+
+/// What a probe's child that execs the denied binary ends with, for an agent on this
+/// backend (`reuse-pid` children `_exit(126)` when execv fails).
+fn refused_child() -> &'static str {
+    match expected_backend() {
+        Backend::Lsm => "exit:126",
+        Backend::Tracepoint => "signal:9",
+    }
+}
+
+/// A probe run outside every agent tree; returns its output.
+fn untracked_probe(args: &[&str]) -> String {
+    let out = Command::new(probe_bin())
+        .args(args)
+        .output()
+        .expect("run probe");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Scenario 18: pid reuse. Pids are handed to new processes on purpose (clone3 with
+/// set_tid), both ways, round after round: an ordinary process that gets an agent's old pid
+/// is not an agent, and an agent's child that gets an ordinary process's old pid is. Then a
+/// stale `TRACKED` entry (as if an exit had been missed) does not make the next owner of the
+/// pid an agent: the start time does not match, and the entry is dropped and counted.
+#[test]
+fn scenario_18_pid_reuse_storm() {
+    const ROUNDS: usize = 30;
+    let dir = TestDir::new("pid-reuse");
+    let denied = dir.probe_copy("denied-tool");
+    let denied = denied.to_str().unwrap();
+    let daemon = Daemon::start(&dir, &[Rule::DenyExec(std::path::Path::new(denied))]);
+    for round in 0..ROUNDS {
+        // An agent process comes and goes; an ordinary process gets its pid.
+        let agent = Spawned::start(daemon.agent("reuse-bot", &probe_bin(), &["exit", "0"]));
+        let pid = agent.pid().to_string();
+        assert_eq!(fate(agent.finish().0), "exit:0");
+        let marker = dir.join(&format!("ordinary-{round}"));
+        let out = untracked_probe(&["reuse-pid", &pid, denied, "touch", marker.to_str().unwrap()]);
+        assert_eq!(
+            probe_value(&out, "reused"),
+            Some("ok"),
+            "round {round}: {out}"
+        );
+        assert_eq!(
+            probe_value(&out, "child"),
+            Some("exit:0"),
+            "round {round}: {out}"
+        );
+        assert!(marker.exists(), "round {round}: not an agent, so it runs");
+
+        // An ordinary process comes and goes; an agent's child gets its pid.
+        let ordinary = Command::new(probe_bin())
+            .args(["exit", "0"])
+            .status()
+            .unwrap();
+        assert!(ordinary.success());
+        let mut last = Command::new(probe_bin());
+        last.args(["exit", "0"]);
+        let child = last.spawn().unwrap();
+        let pid = child.id().to_string();
+        assert!(child.wait_with_output().unwrap().status.success());
+        let marker = dir.join(&format!("agent-{round}"));
+        let (status, out) = Spawned::start(daemon.agent(
+            "reuse-bot",
+            &probe_bin(),
+            &["reuse-pid", &pid, denied, "touch", marker.to_str().unwrap()],
+        ))
+        .finish();
+        assert_eq!(fate(status), "exit:0", "round {round}: {out}");
+        assert_eq!(
+            probe_value(&out, "reused"),
+            Some("ok"),
+            "round {round}: {out}"
+        );
+        assert_eq!(
+            probe_value(&out, "child"),
+            Some(refused_child()),
+            "round {round}: {out}"
+        );
+        assert!(
+            !marker.exists(),
+            "round {round}: an agent's child is refused"
+        );
+    }
+
+    // A stale entry for a free pid, then an ordinary process with that pid.
+    let mut gone = Command::new(probe_bin());
+    gone.args(["exit", "0"]);
+    let gone = gone.spawn().unwrap();
+    let pid = gone.id().to_string();
+    assert!(gone.wait_with_output().unwrap().status.success());
+    let before = counter(&daemon, "stale_tracked");
+    let map = daemon.pin_dir.join("TRACKED");
+    let out = untracked_probe(&["stale-tracked", map.to_str().unwrap(), &pid]);
+    assert_eq!(probe_value(&out, "tracked-write"), Some("ok"), "{out}");
+    let marker = dir.join("after-stale");
+    let out = untracked_probe(&["reuse-pid", &pid, denied, "touch", marker.to_str().unwrap()]);
+    assert_eq!(probe_value(&out, "child"), Some("exit:0"), "{out}");
+    assert!(
+        marker.exists(),
+        "a stale entry does not make the new owner an agent"
+    );
+    assert!(
+        counter(&daemon, "stale_tracked") > before,
+        "the stale entry was dropped and counted"
+    );
+}
+
+/// Scenario 18: an agent (root) in a new pid namespace, where its child is pid 1, is still
+/// the same agent: the kernel tracks it by its global pid.
+#[test]
+fn scenario_18_pid_namespace_child_stays_an_agent() {
+    let dir = TestDir::new("pidns");
+    let denied = dir.probe_copy("denied-tool");
+    let marker = dir.join("marker");
+    let daemon = Daemon::start(&dir, &[Rule::DenyExec(&denied)]);
+    let (status, out) = Spawned::start(daemon.agent(
+        "pidns-bot",
+        &probe_bin(),
+        &[
+            "pidns-spawn",
+            denied.to_str().unwrap(),
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+    ))
+    .finish();
+    assert_eq!(fate(status), "exit:0", "{out}");
+    assert_eq!(probe_value(&out, "pidns"), Some("ok"), "{out}");
+    let want = match expected_backend() {
+        Backend::Lsm => "spawn-errno:1",
+        Backend::Tracepoint => "signal:9",
+    };
+    assert_eq!(probe_value(&out, "child"), Some(want), "{out}");
+    assert!(!marker.exists());
+}
+
+fn counter(daemon: &Daemon, name: &str) -> u64 {
+    let status = daemon.json(&["status", "--json"]);
+    status["counters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|pair| pair[0] == name))
+        .and_then(|pair| pair[1].as_u64())
+        .unwrap_or_else(|| panic!("no {name} counter: {status}"))
+}
+
+/// Scenario 24: an agent forks until the kernel's tracking map is full. With the lsm backend
+/// the next fork fails (EAGAIN) rather than let a child run untracked; with the tracepoint
+/// backend the children beyond run untracked, which is counted (asserted as the known gap).
+/// Once the children are gone, the agent forks (and is judged) as before.
+#[test]
+fn scenario_24_forks_beyond_the_tracking_map_fail_closed() {
+    const ROOM: usize = 32;
+    let dir = TestDir::new("tracked-full");
+    let denied = dir.probe_copy("denied-tool");
+    let daemon = Daemon::start_with(
+        &dir,
+        &[Rule::DenyExec(&denied)],
+        &["--max-agent-processes", &ROOM.to_string()],
+    );
+    let (status, out) = Spawned::start(daemon.agent(
+        "forker",
+        &probe_bin(),
+        &["fork-until-refused", &(ROOM * 2).to_string()],
+    ))
+    .finish();
+    assert_eq!(fate(status), "exit:0", "{out}");
+    let forked: usize = probe_value(&out, "forked").unwrap().parse().unwrap();
+    match expected_backend() {
+        Backend::Lsm => {
+            assert_eq!(probe_value(&out, "fork"), Some("errno:11"), "{out}");
+            assert!(forked < ROOM, "{out}");
+            assert!(counter(&daemon, "fork_refused") >= 1);
+            assert_eq!(counter(&daemon, "track_failed"), 0);
+        }
+        Backend::Tracepoint => {
+            assert_eq!(probe_value(&out, "fork"), Some("ok"), "{out}");
+            assert_eq!(forked, ROOM * 2, "{out}");
+            assert!(counter(&daemon, "track_failed") >= 1);
+        }
+    }
+    daemon.wait_for("the children to leave TRACKED", || {
+        let status = daemon.json(&["status", "--json"]);
+        (status["tracked_processes"] == 0).then_some(())
+    });
+    let (status, out) = Spawned::start(daemon.agent(
+        "forker",
+        &probe_bin(),
+        &["spawn", denied.to_str().unwrap(), "exit", "0"],
+    ))
+    .finish();
+    assert_eq!(fate(status), "exit:0", "{out}");
+    let want = match expected_backend() {
+        Backend::Lsm => "spawn-errno:1",
+        Backend::Tracepoint => "signal:9",
+    };
+    assert_eq!(probe_value(&out, "child"), Some(want), "{out}");
 }

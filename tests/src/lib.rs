@@ -40,6 +40,21 @@ pub fn probe_bin() -> PathBuf {
     required_env("INTERCEPTOR_PROBE").into()
 }
 
+/// glibc's dynamic loader. The VM image carries the host's (the `ld.so /path/bin` scenario
+/// needs it); a machine without it cannot run that scenario, which then fails.
+pub const LD_SO: &str = "/lib64/ld-linux-x86-64.so.2";
+
+/// A dynamically linked program (exits 0): the VM image's copy of the host's
+/// `/usr/bin/true` at /opt/glibc/true, else the host's own.
+pub fn dynamic_true() -> PathBuf {
+    let vm = Path::new("/opt/glibc/true");
+    if vm.exists() {
+        vm.into()
+    } else {
+        "/usr/bin/true".into()
+    }
+}
+
 /// The backend this environment must run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -74,6 +89,14 @@ impl TestDir {
 
     pub fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
+    }
+
+    /// A copy of `src` under `name`, executable: a distinct file (inode) for rules to name.
+    pub fn copy_exe(&self, src: &Path, name: &str) -> PathBuf {
+        let dest = self.join(name);
+        fs::copy(src, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).expect("chmod copy");
+        dest
     }
 
     /// A copy of the probe under `name`: a distinct file (inode) for rules to name.

@@ -159,6 +159,7 @@ fn populate_tree(ws: &Workspace, tree: &Path, inputs: &VmInputs, opts: VmOptions
     for t in &inputs.tests {
         copy_exe(&t.path, &tree.join("tests").join(&t.name))?;
     }
+    add_glibc(tree)?;
 
     write_file(
         tree,
@@ -175,6 +176,28 @@ fn populate_tree(ws: &Workspace, tree: &Path, inputs: &VmInputs, opts: VmOptions
     )?;
     let init = INIT_SCRIPT.replace("@TEST_TIMEOUT@", &opts.test_timeout_secs.to_string());
     write_file(tree, "init", &init, 0o755)?;
+    Ok(())
+}
+
+/// The host's glibc loader, libc and one dynamically linked program (`/usr/bin/true`, as
+/// `/opt/glibc/true`): the `ld.so /path/bin` scenario needs a real dynamic loader in the
+/// guest, and everything else there is static.
+fn add_glibc(tree: &Path) -> Result<()> {
+    for (src, dst) in [
+        ("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
+        (
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "lib/x86_64-linux-gnu/libc.so.6",
+        ),
+        ("/usr/bin/true", "opt/glibc/true"),
+    ] {
+        let dst = tree.join(dst);
+        std::fs::create_dir_all(dst.parent().expect("has a parent"))?;
+        // Copy the file itself, not a symlink to it.
+        let src = std::fs::canonicalize(src)
+            .with_context(|| format!("{src} is missing on this host (Debian package libc6)"))?;
+        copy_exe(&src, &dst)?;
+    }
     Ok(())
 }
 

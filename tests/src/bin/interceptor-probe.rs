@@ -36,6 +36,16 @@
 //!   after FILE ARGS...          wait until FILE exists, then exec this program with ARGS
 //!   cgroup-move PROCS PATH ARGS...
 //!                               move to another cgroup (write 0 to PROCS), then exec PATH
+//!   reuse-pid PID PATH ARGS...  clone3 a child with exactly pid PID (set_tid; retried while
+//!                               the pid is still taken), which execs PATH; print
+//!                               reused=ok|errno:N, then child=
+//!   pidns-spawn PATH ARGS...    unshare(CLONE_NEWPID), fork (the child is pid 1 of the new
+//!                               namespace) and exec PATH in it; print pidns=, child=
+//!   fork-until-refused N        fork up to N children that wait (as live processes) until
+//!                               the first fork fails; print forked=K and fork=ok|errno:N,
+//!                               then end the children
+//!   stale-tracked MAP PID       write a TRACKED entry (agent 1) for PID with a start time no
+//!                               process has, into the pinned map MAP: tracked-write=
 use std::{
     io::Write as _,
     os::unix::process::CommandExt as _,
@@ -162,6 +172,82 @@ fn exec_fd(fd: i32, args: &[String]) -> ! {
     }
     say(format!("exec-errno={}", errno()));
     std::process::exit(1);
+}
+
+/// Forks a child with pid `pid` (clone3 with set_tid) that execs `args`; returns the
+/// child's pid, or the errno.
+fn clone_with_pid(pid: u32, args: &[String]) -> Result<u32, i32> {
+    // struct clone_args (linux/sched.h): 11 u64 fields, set_tid at index 8.
+    let set_tid: [libc::pid_t; 1] = [pid as libc::pid_t];
+    let mut clone_args = [0u64; 11];
+    clone_args[4] = libc::SIGCHLD as u64; // exit_signal
+    clone_args[8] = set_tid.as_ptr() as u64;
+    clone_args[9] = 1; // set_tid_size
+    let cargs: Vec<std::ffi::CString> = args
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_str()).expect("no NUL in args"))
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // SAFETY: clone3 without CLONE_VM behaves like fork; the child only calls execv
+        // (async-signal-safe) with arrays built before the clone, then _exit.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                clone_args.as_ptr(),
+                std::mem::size_of_val(&clone_args),
+            )
+        };
+        if rc == 0 {
+            unsafe {
+                libc::execv(argv[0], argv.as_ptr());
+                libc::_exit(126);
+            }
+        }
+        if rc > 0 {
+            return Ok(rc as u32);
+        }
+        let e = errno();
+        // EEXIST: the pid is still taken (its process not reaped yet).
+        if e != libc::EEXIST || Instant::now() > deadline {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for child `pid` and describes its end like [`fate`].
+fn wait_child(pid: u32) -> String {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    fate(std::os::unix::process::ExitStatusExt::from_raw(status))
+}
+
+/// bpf(BPF_OBJ_GET) of a pinned map, then BPF_MAP_UPDATE_ELEM with raw key and value bytes.
+fn bpf_map_write(pin: &str, key: &[u8], value: &[u8]) -> i64 {
+    const BPF_MAP_UPDATE_ELEM: i64 = 2;
+    const BPF_OBJ_GET: i64 = 7;
+    let path = std::ffi::CString::new(pin).expect("no NUL in path");
+    // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd, file_flags.
+    let mut attr = [0u64; 8];
+    attr[0] = path.as_ptr() as u64;
+    // SAFETY: raw bpf() with an attr buffer larger than the kernel reads for these commands;
+    // pointers in it point at buffers that outlive the calls.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_ptr(), 64);
+        if fd < 0 {
+            return fd;
+        }
+        // BPF_MAP_UPDATE_ELEM: map_fd (u32, then pad), key, value, flags.
+        let mut attr = [0u64; 8];
+        attr[0] = fd as u64;
+        attr[1] = key.as_ptr() as u64;
+        attr[2] = value.as_ptr() as u64;
+        libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_ELEM, attr.as_ptr(), 64)
+    }
 }
 
 fn say(line: String) {
@@ -401,6 +487,72 @@ fn main() {
             let err = Command::new("/proc/self/exe").args(&rest[1..]).exec();
             say(format!("exec-errno={}", err.raw_os_error().unwrap_or(-1)));
             std::process::exit(1);
+        }
+        "reuse-pid" => {
+            let pid: u32 = rest[0].parse().expect("pid");
+            match clone_with_pid(pid, &rest[1..]) {
+                Ok(child) => {
+                    assert_eq!(child, pid, "clone3 set_tid gave another pid");
+                    say("reused=ok".into());
+                    say(format!("child={}", wait_child(child)));
+                }
+                Err(e) => say(format!("reused=errno:{e}")),
+            }
+        }
+        "pidns-spawn" => {
+            // SAFETY: unshare and fork in a single-threaded program; the child only execs.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWPID) };
+            report("pidns", rc as i64);
+            if rc == 0 {
+                match Command::new(&rest[0]).args(&rest[1..]).status() {
+                    Ok(status) => say(format!("child={}", fate(status))),
+                    Err(e) => say(format!(
+                        "child=spawn-errno:{}",
+                        e.raw_os_error().unwrap_or(-1)
+                    )),
+                }
+            }
+        }
+        "fork-until-refused" => {
+            let limit: usize = rest[0].parse().expect("count");
+            let mut children = Vec::new();
+            let mut result = 0i64;
+            while children.len() < limit {
+                // SAFETY: fork in a single-threaded program; the child only sleeps and exits.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    unsafe {
+                        libc::pause();
+                        libc::_exit(0);
+                    }
+                }
+                if pid < 0 {
+                    result = -1;
+                    break;
+                }
+                children.push(pid);
+            }
+            say(format!("forked={}", children.len()));
+            report("fork", result);
+            for pid in children {
+                // SAFETY: ending and reaping our own children.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+            }
+        }
+        "stale-tracked" => {
+            let pid: u32 = rest[1].parse().expect("pid");
+            // TrackedTask: start (u64), agent_id (u32), flags (u32). Start time 1 ns after
+            // boot: no process has it.
+            let mut value = [0u8; 16];
+            value[..8].copy_from_slice(&1u64.to_ne_bytes());
+            value[8..12].copy_from_slice(&1u32.to_ne_bytes());
+            report(
+                "tracked-write",
+                bpf_map_write(&rest[0], &pid.to_ne_bytes(), &value),
+            );
         }
         "cgroup-move" => {
             std::fs::write(&rest[0], "0").expect("move to cgroup");
