@@ -3,7 +3,7 @@
 //! The timed loops make no allocation and no syscall beyond the operation measured and
 //! the clock reads (vDSO). Each prints one JSON object on one line.
 //!
-//! Usage:
+//! Usage (`exec` and `open` bind themselves to CPU $INTERCEPTOR_BENCH_CPU when it is set):
 //!   noop                          exit 0 at once: the exec target (a static binary)
 //!   exec N BIN [ARGS...]          N x posix_spawn(BIN, ARGS) + waitpid, after a short
 //!                                 warm-up; every child must exit 0. Prints ops/s and the
@@ -23,6 +23,13 @@
 //!   --open-n N             opens per open measurement (default 200000)
 //!   --held-n N             held execs per round (default 500)
 //!   --expect-backend B     fail unless the daemon runs backend B (lsm | tracepoint)
+//!   --prog-stats           after the rounds, one more daemon session with the kernel's
+//!                          BPF run-time statistics on (BPF_ENABLE_STATS): per program,
+//!                          calls and ns per call for each workload (what costs what).
+//!                          Kept apart from the rounds: the statistics cost time too.
+//!   --cpu C                run the workloads on CPU C only (default: the highest CPU
+//!                          allowed); the daemon and the CLI are not pinned
+//!   --no-pin               do not pin the workloads
 //!   --realtime             run everything (workloads, daemon, CLI) as SCHED_FIFO 10, so
 //!                          other tenants' CPU-bound jobs on a shared machine do not add
 //!                          scheduler delays of a tick (4 ms) to random operations
@@ -46,8 +53,8 @@ fn main() -> ExitCode {
     let rest = &args[1..];
     let result = match mode {
         "noop" => return ExitCode::SUCCESS,
-        "exec" => exec_mode(rest),
-        "open" => open_mode(rest),
+        "exec" => pin_from_env().and_then(|()| exec_mode(rest)),
+        "open" => pin_from_env().and_then(|()| open_mode(rest)),
         "suite" => suite(rest),
         other => return usage(&format!("unknown mode {other:?}")),
     };
@@ -92,8 +99,67 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Timed loops are cut into this many batches; the median batch rate is robust to another
+/// tenant's burst landing on part of a run.
+const BATCHES: usize = 10;
+
+/// Median over batches of ops/s, from the batch end times (`ends[0]` is the start).
+fn batch_median_rate(ends: &[u64], ops_per_batch: usize) -> f64 {
+    let mut rates: Vec<f64> = ends
+        .windows(2)
+        .map(|w| ops_per_batch as f64 / ((w[1] - w[0]) as f64 / 1e9))
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let n = rates.len();
+    if n % 2 == 1 {
+        rates[n / 2]
+    } else {
+        (rates[n / 2 - 1] + rates[n / 2]) / 2.0
+    }
+}
+
+/// Binds this process (and the children it starts) to one CPU, so parent and child do not
+/// migrate between measurements.
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t with one bit set, passed by pointer with its size.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(format!("sched_setaffinity(cpu {cpu}): {}", errno()));
+    }
+    Ok(())
+}
+
+/// The highest CPU this process may run on.
+fn last_allowed_cpu() -> Option<usize> {
+    // SAFETY: sched_getaffinity fills the zeroed set we pass with its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .rev()
+            .find(|&c| libc::CPU_ISSET(c, &set))
+    }
+}
+
 fn errno() -> std::io::Error {
     std::io::Error::last_os_error()
+}
+
+/// The CPU a workload binds itself to (set by the suite; empty or unset: no pinning).
+const ENV_CPU: &str = "INTERCEPTOR_BENCH_CPU";
+
+/// Binds this workload to the CPU named by [`ENV_CPU`], if any.
+fn pin_from_env() -> Result<()> {
+    match std::env::var(ENV_CPU).ok().filter(|v| !v.is_empty()) {
+        Some(v) => pin_to_cpu(v.parse().map_err(|_| format!("{ENV_CPU}={v}: not a CPU"))?),
+        None => Ok(()),
+    }
 }
 
 /// Untimed operations before each timed loop: page cache, dentry cache, the runner's own
@@ -157,11 +223,18 @@ fn exec_mode(args: &[OsString]) -> Result<()> {
         spawn_wait()?;
     }
     let mut lat_ns: Vec<u64> = Vec::with_capacity(n);
+    let per_batch = (n / BATCHES).max(1);
+    let mut ends: Vec<u64> = Vec::with_capacity(BATCHES + 2);
     let start = now_ns();
-    for _ in 0..n {
+    ends.push(start);
+    for i in 1..=n {
         let t0 = now_ns();
         spawn_wait()?;
-        lat_ns.push(now_ns() - t0);
+        let t1 = now_ns();
+        lat_ns.push(t1 - t0);
+        if i % per_batch == 0 {
+            ends.push(t1);
+        }
     }
     let elapsed = now_ns() - start;
     lat_ns.sort_unstable();
@@ -175,6 +248,7 @@ fn exec_mode(args: &[OsString]) -> Result<()> {
         "n": n,
         "secs": elapsed as f64 / 1e9,
         "ops_per_sec": n as f64 / (elapsed as f64 / 1e9),
+        "batch_median_ops_per_sec": batch_median_rate(&ends, per_batch),
         "lat_us": {
             "min": pct(0.0), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99),
             "max": pct(1.0), "mean": mean_us,
@@ -204,9 +278,15 @@ fn open_mode(args: &[OsString]) -> Result<()> {
     }
     // Only the whole loop is timed: per-open clock reads would be a sizeable part of an
     // operation this short.
+    let per_batch = (n / BATCHES).max(1);
+    let mut ends: Vec<u64> = Vec::with_capacity(BATCHES + 2);
     let start = now_ns();
-    for _ in 0..n {
+    ends.push(start);
+    for i in 1..=n {
         open_close()?;
+        if i % per_batch == 0 {
+            ends.push(now_ns());
+        }
     }
     let elapsed = now_ns() - start;
     emit_line(&json!({
@@ -214,6 +294,7 @@ fn open_mode(args: &[OsString]) -> Result<()> {
         "n": n,
         "secs": elapsed as f64 / 1e9,
         "ops_per_sec": n as f64 / (elapsed as f64 / 1e9),
+        "batch_median_ops_per_sec": batch_median_rate(&ends, per_batch),
     }));
     Ok(())
 }
@@ -231,6 +312,7 @@ fn emit_line(v: &Value) {
 const RESULT: &str = "INTERCEPTOR-BENCH";
 const INFO: &str = "INTERCEPTOR-BENCH-INFO";
 const END: &str = "INTERCEPTOR-BENCH-END";
+const PROG: &str = "INTERCEPTOR-BENCH-PROG";
 /// How long the daemon may take to answer after start (the VM loads programs ~10x slower).
 const DAEMON_PATIENCE: Duration = Duration::from_secs(180);
 /// The daemon logs this for every exec it held, judged and resumed at once.
@@ -244,6 +326,8 @@ struct SuiteOptions {
     held_n: usize,
     expect_backend: Option<String>,
     realtime: bool,
+    prog_stats: bool,
+    cpu: Option<usize>,
 }
 
 fn suite_options(args: &[OsString]) -> Result<SuiteOptions> {
@@ -255,6 +339,8 @@ fn suite_options(args: &[OsString]) -> Result<SuiteOptions> {
         held_n: 500,
         expect_backend: None,
         realtime: false,
+        prog_stats: false,
+        cpu: last_allowed_cpu(),
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -268,6 +354,16 @@ fn suite_options(args: &[OsString]) -> Result<SuiteOptions> {
             "--held-n" => o.held_n = count_arg(Some(value()?), "--held-n")?,
             "--expect-backend" => o.expect_backend = Some(value()?.to_string_lossy().into_owned()),
             "--realtime" => o.realtime = true,
+            "--prog-stats" => o.prog_stats = true,
+            "--cpu" => {
+                let v = value()?;
+                o.cpu = Some(
+                    v.to_str()
+                        .and_then(|c| c.parse().ok())
+                        .ok_or(format!("--cpu {v:?}: a CPU number is required"))?,
+                )
+            }
+            "--no-pin" => o.cpu = None,
             other => return Err(format!("unknown suite option {other}")),
         }
     }
@@ -593,7 +689,7 @@ fn suite(args: &[OsString]) -> Result<()> {
     info(json!({
         "kernel": kernel.trim(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "realtime": o.realtime, "rounds": o.rounds, "exec_n": o.exec_n, "open_n": o.open_n, "held_n": o.held_n,
+        "realtime": o.realtime, "workload_cpu": o.cpu, "rounds": o.rounds, "exec_n": o.exec_n, "open_n": o.open_n, "held_n": o.held_n,
         "loadavg_start": loadavg(),
     }));
     let n = |v: usize| OsString::from(v.to_string());
@@ -614,15 +710,19 @@ fn suite(args: &[OsString]) -> Result<()> {
         work.held.clone().into(),
         "noop".into(),
     ];
+    // The workload pins itself (the variable passes through `interceptor run`).
+    let cpu_env = o.cpu.map(|c| c.to_string()).unwrap_or_default();
     let untracked = |args: &[OsString]| {
         let mut cmd = Command::new(&work.runner);
-        cmd.args(args);
+        cmd.args(args).env(ENV_CPU, &cpu_env);
         cmd
     };
     let as_agent = |d: &Daemon, args: &[OsString]| {
         let mut full: Vec<&OsStr> = vec![work.runner.as_os_str()];
         full.extend(args.iter().map(OsString::as_os_str));
-        d.agent(&full)
+        let mut cmd = d.agent(&full);
+        cmd.env(ENV_CPU, &cpu_env);
+        cmd
     };
 
     for round in 1..=o.rounds {
@@ -713,7 +813,136 @@ fn suite(args: &[OsString]) -> Result<()> {
             daemon.stop()?;
         }
     }
+    if o.prog_stats {
+        let daemon = Daemon::start(&o.daemon, &work, o.expect_backend.as_deref())?;
+        let _stats = prog_stats::enable()?;
+        let runs: [(&str, Command); 5] = [
+            ("untracked exec", untracked(&exec_args)),
+            ("untracked open", untracked(&open_args)),
+            ("agent exec", as_agent(&daemon, &exec_args)),
+            ("agent open", as_agent(&daemon, &open_args)),
+            ("held exec", as_agent(&daemon, &held_args)),
+        ];
+        for (what, cmd) in runs {
+            let before = prog_stats::snapshot(&work.pin_dir)?;
+            let result = measure(cmd)?;
+            let after = prog_stats::snapshot(&work.pin_dir)?;
+            let ops = result["n"].as_u64().unwrap_or(0) as usize;
+            // The loop's warm-up ran the same operations.
+            let ops = ops + warmup_of(ops);
+            let programs: Vec<Value> = after
+                .iter()
+                .map(|(name, cnt, ns)| {
+                    let (c0, n0) = before
+                        .iter()
+                        .find(|b| &b.0 == name)
+                        .map_or((0, 0), |b| (b.1, b.2));
+                    let calls = cnt - c0;
+                    let time = ns - n0;
+                    json!({
+                        "program": name,
+                        "calls": calls,
+                        "ns_per_call": if calls > 0 { time as f64 / calls as f64 } else { 0.0 },
+                        "ns_per_op": time as f64 / ops as f64,
+                    })
+                })
+                .collect();
+            println!(
+                "{PROG} {}",
+                json!({ "workload": what, "ops": ops, "result": result, "programs": programs })
+            );
+        }
+        daemon.stop()?;
+    }
     info(json!({ "loadavg_end": loadavg() }));
     println!("{END} ok");
     Ok(())
+}
+
+/// The kernel's per-program run-time statistics, read through the daemon's pinned links.
+mod prog_stats {
+    use std::{
+        ffi::CString,
+        os::fd::{FromRawFd as _, OwnedFd},
+        path::Path,
+    };
+
+    const BPF_OBJ_GET: i64 = 7;
+    const BPF_PROG_GET_FD_BY_ID: i64 = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
+    const BPF_ENABLE_STATS: i64 = 32;
+    /// Offsets in struct bpf_link_info and struct bpf_prog_info (include/uapi/linux/bpf.h).
+    const LINK_PROG_ID: usize = 8;
+    const PROG_RUN_TIME_NS: usize = 192;
+    const PROG_RUN_CNT: usize = 200;
+
+    /// bpf(cmd, attr, sizeof attr) with a zero-padded 128-byte attr.
+    fn bpf(cmd: i64, attr: &mut [u8; 128]) -> Result<i32, String> {
+        // SAFETY: attr is a valid buffer of the size passed; the commands used here read
+        // and write only inside it, or in buffers it points to that outlive the call.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 128usize) };
+        if rc < 0 {
+            return Err(format!("bpf({cmd}): {}", std::io::Error::last_os_error()));
+        }
+        Ok(rc as i32)
+    }
+
+    fn owned(fd: i32) -> OwnedFd {
+        // SAFETY: a new fd the kernel just returned to us.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    /// Turns the statistics on until the returned fd is closed (BPF_STATS_RUN_TIME).
+    pub fn enable() -> Result<OwnedFd, String> {
+        let mut attr = [0u8; 128];
+        bpf(BPF_ENABLE_STATS, &mut attr).map(owned)
+    }
+
+    fn info<const N: usize>(fd: &OwnedFd) -> Result<[u8; N], String> {
+        use std::os::fd::AsRawFd as _;
+        let mut buf = [0u8; N];
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&(N as u32).to_ne_bytes());
+        attr[8..16].copy_from_slice(&(buf.as_mut_ptr() as u64).to_ne_bytes());
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+        Ok(buf)
+    }
+
+    fn u64_at(buf: &[u8], off: usize) -> u64 {
+        u64::from_ne_bytes(buf[off..off + 8].try_into().expect("8 bytes"))
+    }
+
+    /// (program, run count, run time ns) for every link pinned under `pin_dir/links`.
+    pub fn snapshot(pin_dir: &Path) -> Result<Vec<(String, u64, u64)>, String> {
+        let dir = pin_dir.join("links");
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let program = file.split('@').next().unwrap_or(&file).to_string();
+            let path = CString::new(entry.path().into_os_string().into_encoded_bytes())
+                .map_err(|e| e.to_string())?;
+            let mut attr = [0u8; 128];
+            attr[0..8].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
+            let link = owned(bpf(BPF_OBJ_GET, &mut attr)?);
+            let link_info: [u8; 48] = info(&link)?;
+            let prog_id = u32::from_ne_bytes(
+                link_info[LINK_PROG_ID..LINK_PROG_ID + 4]
+                    .try_into()
+                    .unwrap(),
+            );
+            let mut attr = [0u8; 128];
+            attr[0..4].copy_from_slice(&prog_id.to_ne_bytes());
+            let prog = owned(bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?);
+            let prog_info: [u8; 232] = info(&prog)?;
+            out.push((
+                program,
+                u64_at(&prog_info, PROG_RUN_CNT),
+                u64_at(&prog_info, PROG_RUN_TIME_NS),
+            ));
+        }
+        out.sort();
+        Ok(out)
+    }
 }
