@@ -1,4 +1,5 @@
-//! Static (musl) builds of the daemon, the probe and the integration test executables.
+//! Static (musl) builds of the daemon, the probe, the bench workload and the integration
+//! test executables.
 //! Tier 2 runs them on the host and tier 3 packs the very same files into the VM, so a
 //! difference between the tiers is the kernel's, not the build's.
 
@@ -16,6 +17,7 @@ const DAEMON_PACKAGE: &str = "interceptor";
 const DAEMON_BIN: &str = "interceptor";
 const TESTS_PACKAGE: &str = "interceptor-integration";
 const PROBE_BIN: &str = "interceptor-probe";
+const BENCH_BIN: &str = "interceptor-bench";
 
 /// A libtest executable and the short name it goes by (its cargo target name).
 #[derive(Clone, Debug)]
@@ -84,6 +86,31 @@ pub fn build(ws: &Workspace) -> Result<Artifacts> {
         probe,
         tests,
     })
+}
+
+/// The static daemon and bench workload binary for `cargo xtask bench kernel`.
+#[derive(Clone, Debug)]
+pub struct BenchArtifacts {
+    pub daemon: PathBuf,
+    pub bench: PathBuf,
+}
+
+pub fn build_bench(ws: &Workspace) -> Result<BenchArtifacts> {
+    let daemon = find_bin(
+        &cargo_json(ws, &["build", "-p", DAEMON_PACKAGE])?,
+        DAEMON_BIN,
+    )
+    .with_context(|| {
+        format!("cargo reported no `{DAEMON_BIN}` binary for package {DAEMON_PACKAGE}")
+    })?;
+    let bench = find_bin(
+        &cargo_json(ws, &["build", "-p", TESTS_PACKAGE, "--bin", BENCH_BIN])?,
+        BENCH_BIN,
+    )
+    .with_context(|| {
+        format!("cargo reported no `{BENCH_BIN}` binary for package {TESTS_PACKAGE}")
+    })?;
+    Ok(BenchArtifacts { daemon, bench })
 }
 
 fn find_bin(artifacts: &[Artifact], name: &str) -> Option<PathBuf> {

@@ -8,8 +8,11 @@
 //!   has BPF LSM (lsm backend).
 //! - `vm`: run tier 3 alone (optionally with test binaries given on the command line).
 //! - `daemon`: build and start the daemon on this machine.
+//! - `bench`: benchmarks against the design's targets (`kernel`: exec/open overhead and
+//!   held-exec latency on the host and in the VM; `audit`: the audit-log pipeline).
 
 mod artifacts;
+mod bench;
 mod setup;
 mod test;
 mod util;
@@ -66,6 +69,9 @@ enum Command {
         #[command(flatten)]
         vm: VmArgs,
     },
+    /// Benchmarks, reported against the design's targets (docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Build the daemon and run `interceptor daemon ARGS...` (needs root).
     // Every argument, --help included, belongs to the daemon.
     #[command(disable_help_flag = true)]
@@ -155,6 +161,10 @@ fn run() -> Result<()> {
         } => {
             setup::run(&ws, setup::Verbosity::Quiet)?;
             test::run_vm_only(&ws, keep, test_bins, daemon, probe, vm)
+        }
+        Command::Bench(command) => {
+            setup::run(&ws, setup::Verbosity::Quiet)?;
+            bench::run(&ws, command)
         }
         Command::Daemon { args } => daemon(&ws, args),
     }

@@ -114,6 +114,16 @@ const BOOT_ATTEMPTS: u32 = 3;
 // initramfs
 
 pub fn build_initramfs(ws: &Workspace, inputs: &VmInputs, opts: VmOptions) -> Result<PathBuf> {
+    build_initramfs_with(ws, inputs, opts, |_| Ok(()))
+}
+
+/// [`build_initramfs`], with `extra` adding files to the tree before it is packed.
+fn build_initramfs_with(
+    ws: &Workspace,
+    inputs: &VmInputs,
+    opts: VmOptions,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     let vm_dir = ws.vm_dir();
     let tree = vm_dir.join("initramfs");
     if tree.exists() {
@@ -121,6 +131,7 @@ pub fn build_initramfs(ws: &Workspace, inputs: &VmInputs, opts: VmOptions) -> Re
             .with_context(|| format!("removing old {}", tree.display()))?;
     }
     populate_tree(ws, &tree, inputs, opts)?;
+    extra(&tree)?;
     let out = vm_dir.join("initramfs.gz");
     pack_cpio_gz(&tree, &out)?;
     if !opts.keep_tree {
@@ -284,6 +295,91 @@ fn list_tree(root: &Path, rel: &Path, names: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// bench mode
+
+const BENCH_RUN: &str = "INTERCEPTOR-VM-BENCH-RUN";
+const BENCH_EXIT: &str = "INTERCEPTOR-VM-BENCH-EXIT";
+
+/// Bench mode (`cargo xtask bench kernel --vm`): the guest runs `command` (a shell line, as
+/// /bench/run) instead of the tests, with `files` copied to /bin.
+pub struct BenchInputs {
+    pub daemon: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub command: String,
+}
+
+/// What the guest's bench command wrote to the results port.
+pub struct BenchOutcome {
+    pub lines: Vec<String>,
+    /// The command's exit status, when the guest got as far as reporting it.
+    pub exit: Option<i32>,
+    pub boot_secs: Option<f64>,
+}
+
+/// Boots the VM once in bench mode and returns the bench command's output.
+pub fn run_bench(ws: &Workspace, bench: &BenchInputs, opts: VmOptions) -> Result<BenchOutcome> {
+    let kernel = setup::vm_kernel_path(ws)?;
+    let inputs = VmInputs {
+        daemon: Some(bench.daemon.clone()),
+        probe: None,
+        tests: Vec::new(),
+    };
+    let initramfs = build_initramfs_with(ws, &inputs, opts, |tree| {
+        for f in &bench.files {
+            let name = f.file_name().context("bench file without a name")?;
+            copy_exe(f, &tree.join("bin").join(name))?;
+        }
+        std::fs::create_dir_all(tree.join("bench"))?;
+        write_file(
+            tree,
+            "bench/run",
+            &format!("#!/bin/sh\n{}\n", bench.command),
+            0o755,
+        )
+    })
+    .context("building the VM initramfs (bench mode)")?;
+    for attempt in 1..=BOOT_ATTEMPTS {
+        let run = boot(ws, &kernel, &initramfs, opts.suite_timeout_secs)?;
+        if run.boot_secs.is_none() && attempt < BOOT_ATTEMPTS {
+            println!(
+                "xtask: the VM did not reach /init (attempt {attempt} of {BOOT_ATTEMPTS}); \
+                 retrying the boot. Console tail:"
+            );
+            print_serial_tail(&run.serial, 20);
+            continue;
+        }
+        let text = std::fs::read_to_string(&run.results).unwrap_or_default();
+        let mut lines = Vec::new();
+        let mut exit = None;
+        let mut started = false;
+        for line in text.lines() {
+            if line.starts_with(BENCH_RUN) {
+                started = true;
+            } else if let Some(rc) = line.strip_prefix(BENCH_EXIT) {
+                exit = rc.trim().parse().ok();
+            } else if started {
+                lines.push(line.to_string());
+            }
+        }
+        if exit.is_none() {
+            if run.timed_out {
+                println!(
+                    "xtask: the VM hit its limit after {:.0}s (raise it with --vm-timeout)",
+                    run.wall_secs
+                );
+            }
+            print_serial_tail(&run.serial, 40);
+        }
+        return Ok(BenchOutcome {
+            lines,
+            exit,
+            boot_secs: run.boot_secs,
+        });
+    }
+    unreachable!("the last attempt always returns")
 }
 
 // ---------------------------------------------------------------------------------------

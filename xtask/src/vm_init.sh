@@ -77,6 +77,17 @@ sweep() {
 say "INTERCEPTOR-VM-BOOTED $(cut -d' ' -f1 /proc/uptime)"
 say "INTERCEPTOR-VM-INFO kernel=$(uname -r) lsm=$(cat /sys/kernel/security/lsm 2>/dev/null) test_timeout=${TEST_TIMEOUT}s"
 
+# Bench mode (`cargo xtask bench kernel --vm`): /bench/run instead of the tests, its output
+# to the results port as is, then its exit status; the host reads both.
+if [ -x /bench/run ]; then
+    say "INTERCEPTOR-VM-BENCH-RUN"
+    /bench/run </dev/null >&3 2>&3
+    say "INTERCEPTOR-VM-BENCH-EXIT $?"
+    exec 3>&-
+    sync
+    poweroff -f
+fi
+
 passed=0
 failed=0
 ignored=0
