@@ -30,7 +30,7 @@ use crate::{
         agent_of, current_task, current_tgid, daemon_alive, file_identity, offsets, parent_tgid,
         process_start, read,
     },
-    maps::{EVENTS, EXEC_PATHS, EXEC_RULES, EXEC_SCRATCH, HELD, count},
+    maps::{EVENTS, EXEC_PATHS, EXEC_RULES, EXEC_SCRATCH, HELD, count, submit_flags},
 };
 
 /// The verdict of a binary no rule names.
@@ -468,7 +468,7 @@ fn emit(
         }
         (*ev).flags = flags;
     }
-    entry.submit(0);
+    entry.submit(submit_flags(flags & exec_flags::HELD != 0));
     true
 }
 

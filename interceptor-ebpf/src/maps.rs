@@ -86,6 +86,25 @@ pub static HEARTBEAT: Array<u64> = Array::pinned(1, 0);
 #[map]
 pub static AGENT_NAMES: HashMap<u32, AgentName> = HashMap::pinned(1_024, 0);
 
+/// Backlog of unread events past which every event wakes the daemon.
+const WAKEUP_BACKLOG: u64 = 256 * 1024;
+
+/// Ring-buffer submit flags for an event. Waking the daemon costs the producing task an
+/// interrupt (a hypervisor exit on a VM), so only events someone waits on wake it at once: a
+/// held task, a pending request. The rest are read on the daemon's next pass (it drains the
+/// buffer on a short timer), or at once when the backlog grows.
+#[inline(always)]
+pub fn submit_flags(urgent: bool) -> u64 {
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    if urgent || EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BACKLOG {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Adds one to a failure counter.
 #[inline(always)]
 pub fn count(index: u32) {

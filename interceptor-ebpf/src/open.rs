@@ -21,7 +21,7 @@ use crate::{
         agent_of, current_task, current_tgid, daemon_alive, file_identity, offsets, process_start,
         read,
     },
-    maps::{EVENTS, GRANTS, HELD, OPEN_INODES, OPEN_PATHS, OPEN_SCRATCH, count},
+    maps::{EVENTS, GRANTS, HELD, OPEN_INODES, OPEN_PATHS, OPEN_SCRATCH, count, submit_flags},
 };
 
 const EACCES: i32 = 13;
@@ -289,6 +289,8 @@ fn emit(
             (*scratch).path.as_ptr().cast(),
         );
     }
-    entry.submit(0);
+    entry.submit(submit_flags(
+        flags & (exec_flags::HELD | exec_flags::PENDING) != 0,
+    ));
     true
 }

@@ -116,11 +116,18 @@ pub fn tracking_sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let Ok(tgid) = task_tgid(task) else {
         return 0;
     };
-    if TRACKED.remove(&tgid).is_ok() {
+    // Every process on the host passes here: look up (lock-free) before deleting (which
+    // takes the bucket lock), so non-agents pay two lookups.
+    // SAFETY: only the presence of the entries is used.
+    if unsafe { TRACKED.get(&tgid) }.is_some() {
+        let _ = TRACKED.remove(&tgid);
         // An agent's reservation left by a fork that failed after task_alloc (rare: the
         // thread's next fork reuses it) goes with the process's last thread.
         let _ = TRACKED.remove(&reserved_key());
     }
-    let _ = HELD.remove(&tgid);
+    // SAFETY: as above.
+    if unsafe { HELD.get(&tgid) }.is_some() {
+        let _ = HELD.remove(&tgid);
+    }
     0
 }

@@ -55,6 +55,9 @@ const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 /// The rule name reported for execs held because their binary has no name.
 const UNLINKED_RULE: &str = "builtin:unlinked-binary";
 
+/// How often the daemon reads kernel events that did not wake it.
+const EVENT_DRAIN_PERIOD: Duration = Duration::from_millis(20);
+
 /// Exec records kept in memory for `interceptor events`.
 const RECENT_EVENTS: usize = 4096;
 
@@ -353,6 +356,9 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut watch = tokio::time::interval(POLICY_WATCH_PERIOD);
+    // Events nobody waits on do not wake the daemon (see the kernel's `submit_flags`).
+    let mut drain = tokio::time::interval(EVENT_DRAIN_PERIOD);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watched = daemon.policy_path.as_deref().and_then(file_stamp);
     let result = loop {
         tokio::select! {
@@ -372,6 +378,11 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
                 let mut guard = ready?;
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
+            }
+            _ = drain.tick() => {
+                while let Some(item) = events.get_mut().next() {
+                    daemon.on_kernel_event(&item);
+                }
             }
             _ = heartbeat.tick() => daemon.beat(),
             _ = sighup.recv() => {
