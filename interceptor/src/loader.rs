@@ -514,6 +514,8 @@ mod tests {
             names,
             [
                 "exec_bprm_check_security",
+                "exec_file_mprotect",
+                "exec_mmap_file",
                 "exec_sched_process_exec",
                 "guard_bpf",
                 "guard_ptrace_access_check",
@@ -523,6 +525,7 @@ mod tests {
                 "signal_task_kill",
                 "tracking_sched_process_exit",
                 "tracking_sched_process_fork",
+                "tracking_task_alloc",
             ]
         );
         for name in names {
