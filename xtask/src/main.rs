@@ -10,6 +10,7 @@
 //! - `daemon`: build and start the daemon on this machine.
 
 mod artifacts;
+mod postgres;
 mod setup;
 mod test;
 mod util;
