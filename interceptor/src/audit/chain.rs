@@ -23,7 +23,8 @@
 //! reports the first row that breaks: an edited row (its hash no longer matches its
 //! content), a deleted row (a seq gap), a replaced row (a `prev_hash` that does not match
 //! the row before), a truncated tail (the last row is not the recorded head, or not an
-//! externally anchored head), and a prune the chain itself does not record.
+//! externally anchored head), a row past the recorded head, and a prune the chain itself
+//! does not record. The caller must hand it rows and state from one read snapshot.
 //!
 //! What this can promise: anyone who changes, removes or inserts rows without also
 //! rewriting every later row and the head is caught. Someone with write access to the
@@ -169,6 +170,9 @@ pub enum BreakKind {
     BadAnchor,
     /// An externally anchored head does not match the row at that seq.
     HeadMismatch,
+    /// A row after the recorded head (inside one snapshot, where none can be legitimately):
+    /// written around the writer, or the head was moved back.
+    BeyondHead,
 }
 
 impl BreakKind {
@@ -180,6 +184,7 @@ impl BreakKind {
             BreakKind::Truncated => "truncated",
             BreakKind::BadAnchor => "bad anchor",
             BreakKind::HeadMismatch => "head mismatch",
+            BreakKind::BeyondHead => "beyond head",
         }
     }
 }
@@ -289,11 +294,6 @@ impl Verifier {
         self.expect_seq - 1
     }
 
-    /// The head seq rows are checked up to (rows after it were appended after verify began).
-    pub fn head_seq(&self) -> u64 {
-        self.state.head.seq
-    }
-
     pub fn failed(&self) -> bool {
         self.problem.is_some()
     }
@@ -310,8 +310,14 @@ impl Verifier {
             return false;
         }
         if row.seq > self.state.head.seq {
-            // Appended after the head was read; not part of this check.
-            return true;
+            // Rows and head are read in one snapshot and written in one transaction, so a
+            // row past the head was not written by the log's writer.
+            let detail = format!(
+                "row {} is after the recorded head (row {}): it was inserted around the log's writer, or the head was moved back",
+                row.seq, self.state.head.seq
+            );
+            self.fail(row.seq, BreakKind::BeyondHead, detail);
+            return false;
         }
         if row.seq != self.expect_seq {
             let detail = if self.rows == 0 && self.state.anchor.seq > 0 {

@@ -294,6 +294,15 @@ async fn scenario_truncate(opts: StoreOptions) {
         (16, BreakKind::Truncated),
         "{problem}"
     );
+    // A row slipped in after the head (around the writer) is found too.
+    let sql = "INSERT INTO audit_events SELECT seq + 1, time_ms, kind, agent, pid, operation, binary_path, path, action, outcome, rule, controls, decided_by, approver, ref_seq, payload, prev_hash, hash FROM audit_events WHERE seq = 15";
+    store.execute_raw(sql).await.unwrap();
+    let problem = store.verify(None).await.unwrap().problem.unwrap();
+    assert_eq!(
+        (problem.seq, problem.kind),
+        (16, BreakKind::BeyondHead),
+        "{problem}"
+    );
 }
 
 async fn scenario_prune(opts: StoreOptions) {
