@@ -115,6 +115,13 @@ pub enum Command_ {
     /// Example: interceptor policy explain --exec -- git push --force
     #[command(subcommand)]
     Policy(crate::policy::cli::PolicyCommand),
+
+    /// Query, verify, export and prune the audit log (offline; reads the database).
+    ///
+    /// Example: interceptor audit query --since 1d --decision denied
+    ///
+    /// Example: interceptor audit verify
+    Audit(crate::audit::cli::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -308,6 +315,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command_::Policy(command) => crate::policy::cli::run(command),
+        Command_::Audit(args) => crate::audit::cli::run(args),
         Command_::Doctor { pin_dir, json } => {
             let report = crate::doctor::examine(&pin_dir, &cli.socket);
             if json {

@@ -2,6 +2,7 @@
 //!
 //! Kernel programs (interceptor-ebpf) track agent process trees and decide their execs;
 //! this crate is the daemon and CLI around them:
+//! - [`audit`]: the tamper-evident audit log and `interceptor audit`;
 //! - [`btf`]: kernel struct offsets from the running kernel's BTF;
 //! - [`loader`]: loading the programs and choosing the backend (lsm or tracepoint);
 //! - [`policy`]: the exec rule list and its compilation to kernel map entries;
@@ -13,6 +14,7 @@
 //! - [`scope`]: agents by uid and cgroup;
 //! - [`cli`]: the command line.
 
+pub mod audit;
 pub mod btf;
 pub mod cli;
 pub mod control;

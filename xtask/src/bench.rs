@@ -81,15 +81,11 @@ pub fn run(ws: &Workspace, command: BenchCommand) -> Result<()> {
     }
 }
 
+/// The audit bench, with a throwaway PostgreSQL server (fsync on) for its PostgreSQL rows.
 fn audit(ws: &Workspace, args: Vec<String>) -> Result<()> {
-    let example = ws.root.join("interceptor/examples/audit_bench.rs");
-    if !example.is_file() {
-        bail!(
-            "the audit bench is not there yet: {} does not exist (it comes with the audit log)",
-            example.display()
-        );
-    }
+    let pg = crate::postgres::PgServer::start(ws, true)?;
     let mut cmd = ws.cargo();
+    cmd.env("INTERCEPTOR_BENCH_PG_URL", &pg.url);
     cmd.args([
         "run",
         "--release",

@@ -13,6 +13,7 @@
 
 mod artifacts;
 mod bench;
+mod postgres;
 mod setup;
 mod test;
 mod util;

@@ -13,7 +13,8 @@ use crate::util::{self, output_checked, probe_output, run_checked};
 
 /// Debian packages: LLVM 22 for bpf-linker (matches rustc's LLVM), QEMU for the VM tier,
 /// a static busybox for the VM's userland, musl-gcc for static builds with C deps,
-/// bpftool for debugging, cpio to pack the initramfs.
+/// bpftool for debugging, cpio to pack the initramfs, a PostgreSQL server for the audit
+/// log's tests (tier 1 starts a throwaway cluster; see postgres.rs).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "qemu-system-x86",
@@ -21,6 +22,7 @@ const APT_PACKAGES: &[&str] = &[
     "musl-tools",
     "bpftool",
     "cpio",
+    "postgresql",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the three test tiers, a summary table and one closing count line.
 //!
-//! - tier 1 unit: `cargo test` on the default members; no root.
+//! - tier 1 unit: `cargo test` on the default members, with the audit log's PostgreSQL
+//!   tests against a throwaway server on 127.0.0.1 (see postgres.rs).
 //! - tier 2 host-root: the static integration test binaries on this machine, as root,
 //!   against the tracepoint backend (BPF LSM programs cannot load on these hosts).
 //! - tier 3 vm: the same binaries inside a QEMU VM with BPF LSM (lsm backend).
@@ -11,9 +12,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::artifacts::{self, Artifacts};
+use crate::postgres;
 use crate::util::{self, Counts};
 use crate::vm::{self, VmInputs, VmOptions};
 use crate::{VmArgs, Workspace};
@@ -144,8 +146,11 @@ fn timed(
 }
 
 fn tier1(ws: &Workspace, counts: &mut Counts) -> Result<()> {
+    // Never skipped: without a server the PostgreSQL tests fail, they do not vanish.
+    let pg = postgres::PgServer::start(ws, false).context("the audit tests' PostgreSQL server")?;
     let mut cmd = ws.cargo();
-    cmd.arg("test");
+    cmd.args(["test", "--features", "interceptor/pg-tests"])
+        .env(postgres::ENV_PG_URL, &pg.url);
     let status = util::run_streaming(&mut cmd, |l| counts.add_libtest_line(l))?;
     if !status.success() {
         bail!("`cargo test` failed ({status})");
