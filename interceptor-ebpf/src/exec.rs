@@ -21,8 +21,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use interceptor_common::{
-    ARGV_MAX, EXEC_PATH_MAX, EventKind, ExecEvent, ExecPath, ExecRule, FILENAME_MAX, HeldTask,
-    InodeKey, Verdict, counters, exec_flags,
+    ARGV_MAX, EXEC_PATH_MAX, EventKind, ExecEvent, ExecPath, ExecRule, FILENAME_MAX, InodeKey,
+    Verdict, counters, exec_flags,
 };
 
 use crate::{
@@ -30,7 +30,7 @@ use crate::{
         agent_of, current_task, current_tgid, daemon_alive, file_identity, offsets, parent_tgid,
         process_start, read,
     },
-    maps::{EVENTS, EXEC_PATHS, EXEC_RULES, EXEC_SCRATCH, HELD, count, submit_flags},
+    maps::{EVENTS, EXEC_PATHS, EXEC_RULES, EXEC_SCRATCH, HELD, count, record_hold, submit_flags},
 };
 
 /// The verdict of a binary no rule names.
@@ -71,7 +71,7 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
     let rule = exec_rule(&binary).unwrap_or(ALLOW);
     let resolved = resolve_path(file);
     let mut flags = exec_flags::DENIED | exec_flags::ARGV_UNAVAILABLE;
-    let nameless = read_nlink(bprm).unwrap_or(0) == 0;
+    let nameless = nlink_of(file).unwrap_or(0) == 0;
     if nameless {
         flags |= exec_flags::UNLINKED_BINARY;
     }
@@ -180,18 +180,8 @@ fn mapped_exec(ctx: &LsmContext, file: *const u8, resolvable: bool) -> i32 {
             flags |= exec_flags::DENIED | exec_flags::DAEMON_DOWN;
             result = -EPERM;
         } else {
-            let held = HeldTask {
-                start_boottime: process_start(task).unwrap_or(0),
-                rule_id: rule.rule_id,
-                agent_id,
-                flags: exec_flags::HELD | exec_flags::MAPPED,
-                _pad: 0,
-            };
-            if HELD.insert(&tgid, &held, 0).is_ok() {
-                flags |= exec_flags::HELD;
-            } else {
-                count(counters::HOLD_FAILED);
-                flags |= exec_flags::DENIED | exec_flags::HOLD_FAILED;
+            flags |= record_hold(task, tgid, rule.rule_id, agent_id, flags);
+            if flags & exec_flags::DENIED != 0 {
                 result = -EPERM;
             }
         }
@@ -280,13 +270,14 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let Some(agent_id) = agent_of(&ctx, task, tgid) else {
         return 0;
     };
-    let binary = binary_of(bprm).unwrap_or(InodeKey { dev: 0, ino: 0 });
+    let file = file_of(bprm);
+    let binary = file_identity(file).unwrap_or(InodeKey { dev: 0, ino: 0 });
     let mut rule = exec_rule(&binary).unwrap_or(ALLOW);
 
     let mut flags = 0;
     // A binary with no name cannot be named by a rule (memfd, or unlinked after open): it
     // is asked at least. An unreadable link count counts as unlinked.
-    if read_nlink(bprm).unwrap_or(0) == 0 {
+    if nlink_of(file).unwrap_or(0) == 0 {
         flags |= exec_flags::UNLINKED_BINARY;
         if rule.verdict != Verdict::Deny as u32 {
             rule.verdict = Verdict::Ask as u32;
@@ -305,19 +296,9 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         count(counters::DAEMON_DOWN_DENIED);
         flags |= exec_flags::DAEMON_DOWN | exec_flags::DENIED;
     } else if needs_daemon {
-        let held = HeldTask {
-            start_boottime: process_start(task).unwrap_or(0),
-            rule_id: rule.rule_id,
-            agent_id,
-            flags: flags | exec_flags::HELD,
-            _pad: 0,
-        };
-        if HELD.insert(&tgid, &held, 0).is_ok() {
-            flags |= exec_flags::HELD;
-        } else {
-            count(counters::HOLD_FAILED);
+        flags |= record_hold(task, tgid, rule.rule_id, agent_id, flags);
+        if flags & exec_flags::HOLD_FAILED != 0 {
             warn!(&ctx, "HELD is full: killing held exec of pid {}", tgid);
-            flags |= exec_flags::HOLD_FAILED | exec_flags::DENIED;
         }
     } else if rule.verdict == Verdict::Deny as u32 {
         flags |= exec_flags::DENIED;
@@ -358,20 +339,18 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `bprm->file->f_inode->i_nlink`: 0 for memfd and unlinked files.
+/// `file->f_inode->i_nlink`: 0 for memfd and unlinked files.
 #[inline(always)]
-fn read_nlink(bprm: *const u8) -> Option<u32> {
+fn nlink_of(file: *const u8) -> Option<u32> {
     let off = offsets();
-    let file: *const u8 = read(bprm, off.bprm_file).ok()?;
     let inode: *const u8 = read(file, off.file_inode).ok()?;
     read(inode, off.inode_nlink).ok()
 }
 
-/// The binary's identity: `bprm->file`'s device and inode.
+/// `bprm->file` by a probe read (null when unreadable, which every reader then fails on).
 #[inline(always)]
-fn binary_of(bprm: *const u8) -> Option<InodeKey> {
-    let file: *const u8 = read(bprm, offsets().bprm_file).ok()?;
-    file_identity(file)
+fn file_of(bprm: *const u8) -> *const u8 {
+    read(bprm, offsets().bprm_file).unwrap_or(core::ptr::null())
 }
 
 /// `bprm->filename` (a kernel string), or null.

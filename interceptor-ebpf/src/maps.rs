@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use interceptor_common::{
     AgentName, ExecPath, ExecRule, Grant, GrantKey, HeldTask, InodeKey, OpenRule, OpenScratch,
-    RULE_PATH_MAX, TrackedTask, counters,
+    RULE_PATH_MAX, TrackedTask, counters, exec_flags,
 };
 
 /// Agent processes, keyed by tgid. Filled by the daemon at registration and by
@@ -85,6 +85,33 @@ pub static HEARTBEAT: Array<u64> = Array::pinned(1, 0);
 /// daemon with the other pins and a restarted daemon can name running agents.
 #[map]
 pub static AGENT_NAMES: HashMap<u32, AgentName> = HashMap::pinned(1_024, 0);
+
+/// Records the current process (`tgid`; `task` names its leader's start time) in `HELD`
+/// before it is stopped, with `held_flags` for a daemon that re-adopts it. Returns the event
+/// flags to add: `HELD`, or `DENIED | HOLD_FAILED` (counted) when the map is full: such an
+/// operation is refused, never left running or stopped with nobody to answer.
+#[inline(always)]
+pub fn record_hold(
+    task: *const u8,
+    tgid: u32,
+    rule_id: u32,
+    agent_id: u32,
+    held_flags: u32,
+) -> u32 {
+    let held = HeldTask {
+        start_boottime: crate::kernel::process_start(task).unwrap_or(0),
+        rule_id,
+        agent_id,
+        flags: held_flags | exec_flags::HELD,
+        _pad: 0,
+    };
+    if HELD.insert(&tgid, &held, 0).is_ok() {
+        exec_flags::HELD
+    } else {
+        count(counters::HOLD_FAILED);
+        exec_flags::DENIED | exec_flags::HOLD_FAILED
+    }
+}
 
 /// Backlog of unread events past which every event wakes the daemon.
 const WAKEUP_BACKLOG: u64 = 256 * 1024;

@@ -12,8 +12,8 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use interceptor_common::{
-    EventKind, GrantKey, HeldTask, InodeKey, OPEN_PATH_MAX, OpenEvent, OpenRule, OpenScratch,
-    RULE_PATH_MAX, Verdict, access, counters, exec_flags,
+    EventKind, GrantKey, InodeKey, OPEN_PATH_MAX, OpenEvent, OpenRule, OpenScratch, RULE_PATH_MAX,
+    Verdict, access, counters, exec_flags,
 };
 
 use crate::{
@@ -21,7 +21,10 @@ use crate::{
         agent_of, current_task, current_tgid, daemon_alive, file_identity, offsets, process_start,
         read,
     },
-    maps::{EVENTS, GRANTS, HELD, OPEN_INODES, OPEN_PATHS, OPEN_SCRATCH, count, submit_flags},
+    maps::{
+        EVENTS, GRANTS, HELD, OPEN_INODES, OPEN_PATHS, OPEN_SCRATCH, count, record_hold,
+        submit_flags,
+    },
 };
 
 const EACCES: i32 = 13;
@@ -101,19 +104,7 @@ pub fn open_file_open(ctx: LsmContext) -> i32 {
             count(counters::DAEMON_DOWN_DENIED);
             flags |= exec_flags::DENIED | exec_flags::DAEMON_DOWN;
         } else if mode == access::READ {
-            let held = HeldTask {
-                start_boottime: process_start(task).unwrap_or(0),
-                rule_id: rule.rule_id,
-                agent_id,
-                flags: exec_flags::HELD | exec_flags::OPEN,
-                _pad: 0,
-            };
-            if HELD.insert(&tgid, &held, 0).is_ok() {
-                flags |= exec_flags::HELD;
-            } else {
-                count(counters::HOLD_FAILED);
-                flags |= exec_flags::DENIED | exec_flags::HOLD_FAILED;
-            }
+            flags |= record_hold(task, tgid, rule.rule_id, agent_id, exec_flags::OPEN);
         } else {
             flags |= exec_flags::DENIED | exec_flags::PENDING;
         }

@@ -200,16 +200,7 @@ fn scenario_18_pid_reuse_storm() {
         assert!(marker.exists(), "round {round}: not an agent, so it runs");
 
         // An ordinary process comes and goes; an agent's child gets its pid.
-        let ordinary = Command::new(probe_bin())
-            .args(["exit", "0"])
-            .status()
-            .unwrap();
-        assert!(ordinary.success());
-        let mut last = Command::new(probe_bin());
-        last.args(["exit", "0"]);
-        let child = last.spawn().unwrap();
-        let pid = child.id().to_string();
-        assert!(child.wait_with_output().unwrap().status.success());
+        let pid = exited_ordinary_pid();
         let marker = dir.join(&format!("agent-{round}"));
         let (status, out) = Spawned::start(daemon.agent(
             "reuse-bot",
@@ -235,11 +226,7 @@ fn scenario_18_pid_reuse_storm() {
     }
 
     // A stale entry for a free pid, then an ordinary process with that pid.
-    let mut gone = Command::new(probe_bin());
-    gone.args(["exit", "0"]);
-    let gone = gone.spawn().unwrap();
-    let pid = gone.id().to_string();
-    assert!(gone.wait_with_output().unwrap().status.success());
+    let pid = exited_ordinary_pid();
     let before = counter(&daemon, "stale_tracked");
     let map = daemon.pin_dir.join("TRACKED");
     let out = untracked_probe(&["stale-tracked", map.to_str().unwrap(), &pid]);
@@ -278,12 +265,23 @@ fn scenario_18_pid_namespace_child_stays_an_agent() {
     .finish();
     assert_eq!(fate(status), "exit:0", "{out}");
     assert_eq!(probe_value(&out, "pidns"), Some("ok"), "{out}");
-    let want = match expected_backend() {
-        Backend::Lsm => "spawn-errno:1",
-        Backend::Tracepoint => "signal:9",
-    };
-    assert_eq!(probe_value(&out, "child"), Some(want), "{out}");
+    assert_eq!(
+        probe_value(&out, "child"),
+        Some(expected_refusal()),
+        "{out}"
+    );
     assert!(!marker.exists());
+}
+
+/// The pid of an ordinary process that has exited and been reaped (free for reuse).
+fn exited_ordinary_pid() -> String {
+    let child = Command::new(probe_bin())
+        .args(["exit", "0"])
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    assert!(child.wait_with_output().unwrap().status.success());
+    pid
 }
 
 fn counter(daemon: &Daemon, name: &str) -> u64 {
@@ -341,9 +339,9 @@ fn scenario_24_forks_beyond_the_tracking_map_fail_closed() {
     ))
     .finish();
     assert_eq!(fate(status), "exit:0", "{out}");
-    let want = match expected_backend() {
-        Backend::Lsm => "spawn-errno:1",
-        Backend::Tracepoint => "signal:9",
-    };
-    assert_eq!(probe_value(&out, "child"), Some(want), "{out}");
+    assert_eq!(
+        probe_value(&out, "child"),
+        Some(expected_refusal()),
+        "{out}"
+    );
 }
