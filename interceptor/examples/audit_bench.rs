@@ -53,6 +53,8 @@ fn event(i: u64) -> AuditEvent {
                 format!("feature/branch-{i}"),
             ],
             cwd: Some("/home/agent/work/repository".into()),
+            env: Vec::new(),
+            parents: Vec::new(),
         },
         files: Vec::new(),
         access: Vec::new(),
@@ -66,6 +68,8 @@ fn event(i: u64) -> AuditEvent {
         decided_by: DecidedBy::Kernel,
         latency_us: Some(180),
         request: None,
+        monitor: false,
+        recent: Vec::new(),
     })
 }
 

@@ -59,6 +59,13 @@ pub struct ProcessInfo {
     pub argv: Vec<String>,
     #[serde(default)]
     pub cwd: Option<String>,
+    /// The environment (`KEY=value`) read while the task was held, with the values of
+    /// secret-shaped keys replaced by `<redacted>`; empty for operations never held.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// The process's ancestors, parent first, as `PID PROGRAM`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<String>,
 }
 
 /// An agent exec.
@@ -228,6 +235,13 @@ pub struct DecisionAudit {
     /// The approval request this decision opened or closed, if any.
     #[serde(default)]
     pub request: Option<u64>,
+    /// Shadow mode: the winning rule is in `monitor` mode, so `action` is what the policy
+    /// would have done and the operation was allowed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub monitor: bool,
+    /// What the same agent did just before (newest last), as the reviewer saw it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<String>,
 }
 
 /// A step in an approval request's life.

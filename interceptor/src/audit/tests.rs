@@ -69,6 +69,8 @@ fn process(agent: &str, pid: u32, binary: &str, argv: &[&str]) -> ProcessInfo {
         binary: binary.into(),
         argv: argv.iter().map(|s| s.to_string()).collect(),
         cwd: Some("/home/agent".into()),
+        env: Vec::new(),
+        parents: Vec::new(),
     }
 }
 
@@ -106,6 +108,8 @@ fn decision(
         decided_by,
         latency_us: Some(1500),
         request: None,
+        monitor: false,
+        recent: Vec::new(),
     })
 }
 
@@ -136,6 +140,8 @@ fn open_decision(agent: &str, path: &str, outcome: Outcome) -> AuditEvent {
         decided_by: DecidedBy::Kernel,
         latency_us: None,
         request: None,
+        monitor: false,
+        recent: Vec::new(),
     })
 }
 
