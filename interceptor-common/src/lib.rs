@@ -82,6 +82,9 @@ pub mod exec_flags {
     /// a hand-written loader): judged as an exec of the mapped file. `path` names that file;
     /// `filename` and argv are the loader's.
     pub const MAPPED: u32 = 1 << 13;
+    /// Refused because the daemon cannot write the audit log: nothing an agent does that
+    /// would be recorded may go unrecorded (fail closed).
+    pub const AUDIT_DOWN: u32 = 1 << 14;
 }
 
 /// Kinds of events in the `EVENTS` ring buffer; every event starts with its kind (`u32`).
@@ -391,8 +394,11 @@ pub mod counters {
     pub const OPEN_UNRESOLVED: u32 = 11;
     /// An agent's fork was refused (EAGAIN) because `TRACKED` had no room for the child.
     pub const FORK_REFUSED: u32 = 12;
+    /// An agent operation that would be recorded was refused because the daemon could not
+    /// write the audit log (`AUDIT_DOWN`).
+    pub const AUDIT_DOWN_DENIED: u32 = 13;
     /// Number of counters.
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
 }
 
 /// Offsets of the kernel struct fields the programs read, resolved by the daemon from the

@@ -27,8 +27,8 @@ use interceptor_common::{
 
 use crate::{
     kernel::{
-        agent_of, current_task, current_tgid, daemon_alive, file_identity, offsets, parent_tgid,
-        process_start, read,
+        agent_of, audit_down, current_task, current_tgid, daemon_alive, file_identity, offsets,
+        parent_tgid, process_start, read,
     },
     maps::{EVENTS, EXEC_PATHS, EXEC_RULES, EXEC_SCRATCH, HELD, count, record_hold, submit_flags},
 };
@@ -75,7 +75,11 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
     if nameless {
         flags |= exec_flags::UNLINKED_BINARY;
     }
-    if rule.verdict != Verdict::Deny as u32 {
+    if rule.verdict != Verdict::Deny as u32 && audit_down() {
+        // It would run unrecorded: refused until the daemon can write its log again.
+        flags |= exec_flags::AUDIT_DOWN;
+        count(counters::AUDIT_DOWN_DENIED);
+    } else if rule.verdict != Verdict::Deny as u32 {
         let needs_daemon = rule.verdict == Verdict::Ask as u32 || nameless;
         if !needs_daemon || daemon_alive() {
             // sched_process_exec reports the path; bpf_d_path is not allowed there.
@@ -171,7 +175,11 @@ fn mapped_exec(ctx: &LsmContext, file: *const u8, resolvable: bool) -> i32 {
     }
     let mut flags = exec_flags::MAPPED;
     let mut result = 0;
-    if rule.verdict == Verdict::Deny as u32 {
+    if audit_down() {
+        count(counters::AUDIT_DOWN_DENIED);
+        flags |= exec_flags::DENIED | exec_flags::AUDIT_DOWN;
+        result = -EPERM;
+    } else if rule.verdict == Verdict::Deny as u32 {
         flags |= exec_flags::DENIED;
         result = -EPERM;
     } else if rule.verdict == Verdict::Ask as u32 {
@@ -291,7 +299,12 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     }
     let needs_daemon =
         rule.verdict == Verdict::Ask as u32 || flags & exec_flags::USERSPACE_DECIDES != 0;
-    if needs_daemon && !daemon_alive() {
+    if audit_down() {
+        // It would run unrecorded (the lsm backend refused it in bprm_check_security unless
+        // the log failed in between).
+        count(counters::AUDIT_DOWN_DENIED);
+        flags |= exec_flags::AUDIT_DOWN | exec_flags::DENIED;
+    } else if needs_daemon && !daemon_alive() {
         // Nobody could answer a hold: refuse (fail closed).
         count(counters::DAEMON_DOWN_DENIED);
         flags |= exec_flags::DAEMON_DOWN | exec_flags::DENIED;

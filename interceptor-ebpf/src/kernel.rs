@@ -19,7 +19,7 @@ use interceptor_common::{
     counters, tracked_flags,
 };
 
-use crate::maps::{AGENT_CGROUPS, AGENT_UIDS, HEARTBEAT, TRACKED, count};
+use crate::maps::{AGENT_CGROUPS, AGENT_UIDS, AUDIT_DOWN, HEARTBEAT, TRACKED, count};
 
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
@@ -204,6 +204,12 @@ pub fn daemon_alive() -> bool {
     // SAFETY: the helper has no arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     now.saturating_sub(*beat) <= config().heartbeat_timeout_ms as u64 * 1_000_000
+}
+
+/// Whether the daemon has said it cannot write the audit log (`AUDIT_DOWN`).
+#[inline(always)]
+pub fn audit_down() -> bool {
+    AUDIT_DOWN.get(0).is_some_and(|down| *down != 0)
 }
 
 /// A file's identity: `file->f_inode->{i_sb->s_dev, i_ino}`.

@@ -81,6 +81,11 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counters::COUNT, 0);
 #[map]
 pub static HEARTBEAT: Array<u64> = Array::pinned(1, 0);
 
+/// Slot 0 is non-zero while the daemon cannot write its audit log: agent execs, and agent
+/// opens a rule names, are refused until it can again (they would go unrecorded).
+#[map]
+pub static AUDIT_DOWN: Array<u32> = Array::pinned(1, 0);
+
 /// Agent names by id. The programs never read it: it lives here so that it survives the
 /// daemon with the other pins and a restarted daemon can name running agents.
 #[map]

@@ -18,8 +18,8 @@ use interceptor_common::{
 
 use crate::{
     kernel::{
-        agent_of, current_task, current_tgid, daemon_alive, file_identity, offsets, process_start,
-        read,
+        agent_of, audit_down, current_task, current_tgid, daemon_alive, file_identity, offsets,
+        process_start, read,
     },
     maps::{
         EVENTS, GRANTS, HELD, OPEN_INODES, OPEN_PATHS, OPEN_SCRATCH, count, record_hold,
@@ -93,9 +93,19 @@ pub fn open_file_open(ctx: LsmContext) -> i32 {
         return 0;
     };
     let verdict = rule.verdict;
+    if verdict != Verdict::Deny as u32
+        && verdict != Verdict::Ask as u32
+        && verdict != Verdict::Audit as u32
+    {
+        return 0;
+    }
     let mut flags = 0;
     let mut result = 0;
-    if verdict == Verdict::Deny as u32 {
+    if audit_down() {
+        // A matched open is recorded; while the log cannot be written it is refused.
+        count(counters::AUDIT_DOWN_DENIED);
+        flags |= exec_flags::DENIED | exec_flags::AUDIT_DOWN;
+    } else if verdict == Verdict::Deny as u32 {
         flags |= exec_flags::DENIED;
     } else if verdict == Verdict::Ask as u32 {
         if use_grant(agent_id, &identity, mode) {
@@ -108,11 +118,11 @@ pub fn open_file_open(ctx: LsmContext) -> i32 {
         } else {
             flags |= exec_flags::DENIED | exec_flags::PENDING;
         }
-    } else if verdict != Verdict::Audit as u32 {
-        return 0;
     }
     if flags & exec_flags::DENIED != 0 {
-        count(counters::OPEN_DENIED);
+        if flags & exec_flags::AUDIT_DOWN == 0 {
+            count(counters::OPEN_DENIED);
+        }
         result = -EACCES;
     }
     let delivered = emit(

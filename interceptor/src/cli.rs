@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    audit::{AuditConfig, AuditTarget, StoreOptions, Synchronous},
     control::{self, ClientError, DEFAULT_SOCKET, Decision, PendingView, Request, Response},
     daemon::{self, DaemonOptions},
     loader::{self, BackendChoice, DEFAULT_PIN_DIR},
@@ -98,6 +99,10 @@ pub enum Command_ {
         /// Pin directory to inspect.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        /// The audit log to check when no daemon is running (a running daemon reports its own).
+        #[arg(long, env = "INTERCEPTOR_AUDIT_DB", value_name = "PATH",
+              default_value = crate::audit::DEFAULT_SQLITE_PATH)]
+        audit_db: PathBuf,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -193,6 +198,22 @@ pub struct DaemonArgs {
     #[arg(long, default_value_t = 65_536, value_name = "N",
           value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
     pub max_agent_processes: u32,
+
+    /// The audit log: a SQLite file, created (with its directory) when missing. Agents may
+    /// not open it. While it cannot be written, agent execs and matched opens are refused.
+    #[arg(long, env = "INTERCEPTOR_AUDIT_DB", value_name = "PATH",
+          default_value = crate::audit::DEFAULT_SQLITE_PATH, conflicts_with = "audit_url")]
+    pub audit_db: PathBuf,
+
+    /// Write the audit log to PostgreSQL instead, e.g. postgres://audit@db.internal/interceptor
+    /// (for fleets that keep every host's log in one place).
+    #[arg(long, env = "INTERCEPTOR_AUDIT_URL", value_name = "URL")]
+    pub audit_url: Option<String>,
+
+    /// SQLite durability: normal (WAL; a power loss can lose the last commits, never corrupt
+    /// the log) or full (fsync every commit).
+    #[arg(long, value_enum, default_value_t = Synchronous::Normal)]
+    pub audit_sync: Synchronous,
 }
 
 #[derive(Debug, Args)]
@@ -316,8 +337,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command_::Policy(command) => crate::policy::cli::run(command),
         Command_::Audit(args) => crate::audit::cli::run(args),
-        Command_::Doctor { pin_dir, json } => {
-            let report = crate::doctor::examine(&pin_dir, &cli.socket);
+        Command_::Doctor {
+            pin_dir,
+            audit_db,
+            json,
+        } => {
+            let report = crate::doctor::examine(&pin_dir, &cli.socket, &audit_db);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -452,6 +477,35 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         daemon_files.push(path.display().to_string());
     }
     let mut open_rules = OpenRuleSpec::daemon_files(&daemon_files);
+    let audit_target = match &args.audit_url {
+        Some(url) => AuditTarget::Postgres(url.clone()),
+        None => AuditTarget::Sqlite(args.audit_db.clone()),
+    };
+    if let AuditTarget::Sqlite(db) = &audit_target {
+        // The log and its -wal and -shm companions are the daemon's own files too.
+        let dir = db
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the audit log's directory {}", dir.display()))?;
+        let dir = std::fs::canonicalize(dir)
+            .with_context(|| format!("resolving the audit log's directory {}", dir.display()))?;
+        let name = db
+            .file_name()
+            .with_context(|| format!("--audit-db {} names no file", db.display()))?;
+        let db = dir.join(name).display().to_string();
+        open_rules.extend(
+            OpenRuleSpec::daemon_files(&[db])
+                .into_iter()
+                .map(|rule| OpenRuleSpec {
+                    prefix: true,
+                    ..rule
+                }),
+        );
+    }
+    let mut store = StoreOptions::new(audit_target);
+    store.synchronous = args.audit_sync;
     for (action, paths) in [
         (Action::Deny, &args.deny_open),
         (Action::Ask, &args.hold_open),
@@ -478,6 +532,7 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         open_rules,
         policy_path,
         cli_exec_rules,
+        audit: AuditConfig::new(store),
     }))?;
     Ok(ExitCode::SUCCESS)
 }

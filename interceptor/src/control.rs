@@ -102,6 +102,21 @@ pub struct Status {
     pub pending_approvals: usize,
     /// Kernel failure counters by name.
     pub counters: Vec<(String, u64)>,
+    pub audit: AuditStatus,
+}
+
+/// The audit log as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditStatus {
+    /// The SQLite file, or the PostgreSQL URL without its password.
+    pub target: String,
+    /// Rows committed since the daemon started.
+    pub committed: u64,
+    /// Rows that could not be committed (write failures) or queued (queue full).
+    pub lost: u64,
+    /// Set while the log cannot be written: why. Agent execs and the agent opens a rule
+    /// names are refused meanwhile.
+    pub failing: Option<String>,
 }
 
 /// A held exec, as reviewers see it.
@@ -131,6 +146,12 @@ pub struct PendingView {
     /// The whole argv, read from /proc while the task is stopped.
     pub argv: Vec<String>,
     pub cwd: String,
+    /// The environment, secrets redacted.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// What the same agent did just before, oldest first.
+    #[serde(default)]
+    pub recent: Vec<String>,
     pub rule: String,
     pub reason: Option<String>,
     /// Unix time in ms when the daemon saw the hold.
@@ -185,6 +206,9 @@ pub struct ExecRecord {
     pub userspace_decides: bool,
     /// Refused because it needed the daemon while the daemon was down (fail closed).
     pub daemon_down: bool,
+    /// Refused because the daemon could not write the audit log (fail closed).
+    #[serde(default)]
+    pub audit_down: bool,
     /// For opens: the access modes (read, write, create, truncate).
     pub access: Vec<String>,
     /// For opens: refused now, pending a reviewer's grant.

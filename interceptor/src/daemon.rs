@@ -4,6 +4,12 @@
 //! A held exec becomes a pending request only once the task is really stopped (SIGSTOP is
 //! delivered as the task returns to userspace, after the event is sent), and the task is
 //! addressed through a pidfd from then on, so a decision can never reach a recycled pid.
+//!
+//! Everything is recorded in the audit log ([`crate::journal`] builds the rows): every
+//! agent event as it arrives (queued, never waiting), and every decision the daemon or a
+//! reviewer takes, committed before it is applied when it lets something run. While the
+//! log cannot be written the kernel is told (`AUDIT_DOWN`) and refuses agent execs and
+//! matched opens, which would otherwise go unrecorded; other processes are unaffected.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -32,9 +38,16 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    control::{
-        Decision, ExecRecord, MAX_REQUEST, PendingView, Request, Response, Status, parse_request,
+    audit::{
+        ApprovalAudit, ApprovalStep, AuditConfig, AuditError, AuditEvent, AuditLog, DaemonAudit,
+        DaemonStep, DecidedBy, DecisionAudit, GrantAudit, GrantStep, LossAudit, NewEntry, Outcome,
+        PolicyReloadAudit, ProcessInfo,
     },
+    control::{
+        AuditStatus, Decision, ExecRecord, MAX_REQUEST, PendingView, Request, Response, Status,
+        parse_request,
+    },
+    journal,
     loader::{self, Backend, BackendChoice, KernelLog},
     open_rules::{self, OPEN_RULE_ID_BASE, OpenRuleSpec, access_names},
     policy::{Action, Policy},
@@ -76,6 +89,7 @@ const COUNTER_NAMES: [(u32, &str); counters::COUNT as usize] = [
     (counters::OPEN_DENIED, "open_denied"),
     (counters::OPEN_UNRESOLVED, "open_unresolved"),
     (counters::FORK_REFUSED, "fork_refused"),
+    (counters::AUDIT_DOWN_DENIED, "audit_down_denied"),
 ];
 
 /// How the daemon is started.
@@ -103,6 +117,8 @@ pub struct DaemonOptions {
     pub policy_path: Option<PathBuf>,
     /// Exec rules from the command line, kept across reloads.
     pub cli_exec_rules: Vec<(Action, String)>,
+    /// The audit log.
+    pub audit: AuditConfig,
 }
 
 /// Why the daemon could not start or stopped.
@@ -127,6 +143,8 @@ pub enum DaemonError {
     OpenRules(String),
     #[error("agent scope {scope}: {message}")]
     Scope { scope: String, message: String },
+    #[error("audit log {target}: {source}")]
+    Audit { target: String, source: AuditError },
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -136,6 +154,7 @@ struct KernelMaps {
     held: BpfHashMap<MapData, u32, HeldTask>,
     counters: PerCpuArray<MapData, u64>,
     heartbeat: Array<MapData, u64>,
+    audit_down: Array<MapData, u32>,
     agent_names: BpfHashMap<MapData, u32, AgentName>,
     grants: BpfHashMap<MapData, GrantKey, Grant>,
     exec_rules: BpfHashMap<MapData, InodeKey, ExecRule>,
@@ -180,6 +199,13 @@ struct Pending {
     grant: Option<GrantKey>,
     /// The access modes asked for.
     access: u32,
+    /// The decision row that opened this request (its lifecycle rows follow it); `None`
+    /// until it is committed.
+    decision_seq: Option<u64>,
+    /// That decision, the template of the one that closes the request.
+    decision: DecisionAudit,
+    /// When the daemon saw the hold.
+    held_at: Instant,
 }
 
 #[derive(Default)]
@@ -210,6 +236,12 @@ pub struct Daemon {
     pin_dir: PathBuf,
     kernel: Mutex<KernelMaps>,
     state: Mutex<State>,
+    audit: AuditLog,
+    audit_target: String,
+    /// Why the audit log cannot be written, while it cannot.
+    audit_failing: Mutex<Option<String>>,
+    /// The loss counters last written to the log.
+    recorded_losses: Mutex<BTreeMap<String, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -258,6 +290,15 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     }
     // Check the open rules before touching the kernel, so a bad one changes nothing.
     prepare_policy(&options.policy, &options.open_rules)?;
+    // A log that cannot be opened (corrupt, unreachable) stops the start: it is reported,
+    // never recreated or skipped.
+    let audit_target = options.audit.store.target.describe();
+    let audit = AuditLog::open(options.audit.clone())
+        .await
+        .map_err(|source| DaemonError::Audit {
+            target: audit_target.clone(),
+            source,
+        })?;
     let config = KernelConfig {
         daemon_tgid: std::process::id(),
         scope_by_uid: scopes.iter().any(|(k, _)| matches!(k, ScopeKey::Uid(_))) as u32,
@@ -322,6 +363,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             held: take_map(&mut ebpf, "HELD")?,
             counters: take_map(&mut ebpf, "COUNTERS")?,
             heartbeat: take_map(&mut ebpf, "HEARTBEAT")?,
+            audit_down: take_map(&mut ebpf, "AUDIT_DOWN")?,
             agent_names,
             grants: take_map(&mut ebpf, "GRANTS")?,
             exec_rules: take_map(&mut ebpf, "EXEC_RULES")?,
@@ -333,6 +375,10 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             next_request: 1,
             ..State::default()
         }),
+        audit,
+        audit_target,
+        audit_failing: Mutex::new(None),
+        recorded_losses: Mutex::new(BTreeMap::new()),
     });
 
     let active = daemon.install_policy(options.policy)?;
@@ -348,6 +394,11 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     for guarantee in backend.guarantees() {
         info!(backend = %backend, "{guarantee}");
     }
+    // The kernel learns whether the log is writable from the start row's commit, then
+    // from every commit after it.
+    let started = daemon.lifecycle(DaemonStep::Start, None).await;
+    daemon.set_audit_state(started.err().map(|e| e.to_string()));
+    tokio::spawn(daemon.clone().watch_audit());
     daemon.readopt_holds();
 
     let mut events = readable(ring)?;
@@ -384,7 +435,10 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
                     daemon.on_kernel_event(&item);
                 }
             }
-            _ = heartbeat.tick() => daemon.beat(),
+            _ = heartbeat.tick() => {
+                daemon.beat();
+                daemon.record_losses();
+            }
             _ = sighup.recv() => {
                 watched = daemon.policy_path.as_deref().and_then(file_stamp);
                 daemon.reload("SIGHUP");
@@ -401,6 +455,9 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         }
     };
     let _ = std::fs::remove_file(&options.socket);
+    if let Err(e) = daemon.lifecycle(DaemonStep::Stop, None).await {
+        error!(error = %e, "the daemon's stop was not recorded in the audit log");
+    }
     let held = lock(&daemon.kernel).held.keys().count();
     info!(held, pin_dir = %options.pin_dir.display(),
           "interceptor daemon stopped; the kernel keeps enforcing: held tasks stay held and agent \
@@ -551,6 +608,8 @@ fn pending_view(
         parents: procfs::parent_chain(pid),
         argv,
         cwd: shown(procfs::cwd(pid)),
+        env: Vec::new(),
+        recent: Vec::new(),
         rule: rule.unwrap_or_default(),
         reason,
         held_at_ms: record.time_ms,
@@ -730,7 +789,7 @@ async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
                 (Ok(_), Err(e)) => Response::Error {
                     message: format!("cannot read peer credentials: {e}"),
                 },
-                (Ok(request), Ok(peer)) => daemon.handle(request, peer),
+                (Ok(request), Ok(peer)) => daemon.handle(request, peer).await,
             },
         };
     if let Response::Error { message } = &response {
@@ -744,7 +803,7 @@ async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
 }
 
 impl Daemon {
-    fn handle(self: &Arc<Self>, request: Request, peer: UCred) -> Response {
+    async fn handle(self: &Arc<Self>, request: Request, peer: UCred) -> Response {
         let result = match request {
             Request::Register { agent } => self.register(&agent, peer),
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
@@ -755,13 +814,28 @@ impl Daemon {
                 id,
                 grant_uses,
                 grant_ttl_secs,
-            } => self.authorize_reviewer(peer).and_then(|()| {
-                let grant = GrantTerms::new(grant_uses, grant_ttl_secs)?;
-                self.decide(id, Decision::Approved, grant)
-            }),
-            Request::Deny { id } => self
+            } => match self
                 .authorize_reviewer(peer)
-                .and_then(|()| self.decide(id, Decision::Denied, GrantTerms::default())),
+                .and_then(|()| GrantTerms::new(grant_uses, grant_ttl_secs))
+            {
+                Ok(grant) => {
+                    self.decide(id, Decision::Approved, grant, reviewer_name(peer))
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            Request::Deny { id } => match self.authorize_reviewer(peer) {
+                Ok(()) => {
+                    self.decide(
+                        id,
+                        Decision::Denied,
+                        GrantTerms::default(),
+                        reviewer_name(peer),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            },
             Request::Events { limit } => self.authorize_reviewer(peer).map(|()| {
                 let state = lock(&self.state);
                 let limit = limit.unwrap_or(100).min(RECENT_EVENTS);
@@ -854,44 +928,128 @@ impl Daemon {
         Ok(())
     }
 
-    fn decide(&self, id: u64, decision: Decision, grant: GrantTerms) -> Result<Response, String> {
+    /// Applies a reviewer's decision. An approval is committed to the audit log before the
+    /// task runs or the grant is installed; if it cannot be, nothing is applied and the
+    /// request stays pending. A denial is applied first (refusing is always safe).
+    async fn decide(
+        &self,
+        id: u64,
+        decision: Decision,
+        grant: GrantTerms,
+        reviewer: String,
+    ) -> Result<Response, String> {
+        // Taken out first: of two concurrent answers exactly one finds the request.
         let pending = lock(&self.state)
             .pending
             .remove(&id)
             .ok_or_else(|| format!("no pending request {id} (see `interceptor approvals list`)"))?;
         let pid = pending.view.pid;
-        match (&pending.pidfd, decision) {
-            (Some(pidfd), _) if !pidfd.alive() => {
-                return Err(format!("request {id}: the held process {pid} has exited"));
-            }
-            (Some(pidfd), Decision::Approved) => self.resume(pidfd)?,
-            (Some(pidfd), Decision::Denied) => {
-                pidfd
-                    .signal(libc::SIGKILL)
-                    .map_err(|e| format!("killing pid {pid}: {e}"))?;
-            }
-            (None, Decision::Approved) => {
-                let key = pending
-                    .grant
-                    .ok_or_else(|| format!("request {id} has nothing to grant"))?;
-                let value = Grant {
-                    expires_boot_ns: loader::boottime_ns()
-                        .saturating_add(grant.ttl.as_nanos() as u64),
-                    uses_left: grant.uses,
-                    access: pending.access,
-                };
-                lock(&self.kernel)
-                    .grants
-                    .insert(key, value, 0)
-                    .map_err(|e| format!("installing the grant: {e}"))?;
-                info!(id, agent = %pending.view.agent, path = %pending.view.filename, uses = grant.uses,
-                      ttl_secs = grant.ttl.as_secs(), "grant installed: the agent's retry will succeed");
-            }
-            // The open was refused when it was asked; nothing more to do.
-            (None, Decision::Denied) => {}
+        if let Some(pidfd) = &pending.pidfd
+            && !pidfd.alive()
+        {
+            return Err(format!("request {id}: the held process {pid} has exited"));
         }
-        info!(id, pid, agent = %pending.view.agent, ?decision, target = %pending.view.filename, "decision applied");
+        let (step, outcome) = match decision {
+            Decision::Approved => (ApprovalStep::Approved, Outcome::Allowed),
+            Decision::Denied => (ApprovalStep::Denied, Outcome::Denied),
+        };
+        let rows = self.answer_rows(&pending, step, outcome, &reviewer);
+        match decision {
+            Decision::Approved => {
+                if let Err(e) = self.append_all(rows).await {
+                    error!(id, error = %e, "approval not applied: it could not be recorded in the audit log");
+                    lock(&self.state).pending.insert(id, pending);
+                    return Err(format!(
+                        "request {id}: the approval could not be recorded in the audit log ({e}); \
+                         it was NOT applied and the operation stays held"
+                    ));
+                }
+                self.apply_approval(id, &pending, grant, &reviewer).await?;
+            }
+            Decision::Denied => {
+                if let Some(pidfd) = &pending.pidfd {
+                    pidfd
+                        .signal(libc::SIGKILL)
+                        .map_err(|e| format!("killing pid {pid}: {e}"))?;
+                }
+                // The open was refused when it was asked; nothing more to do for one.
+                if let Err(e) = self.append_all(rows).await {
+                    error!(id, error = %e, "a denial was applied but not recorded in the audit log");
+                }
+            }
+        }
+        info!(id, pid, agent = %pending.view.agent, ?decision, %reviewer, target = %pending.view.filename, "decision applied");
         Ok(Response::Decided { id, decision, pid })
+    }
+
+    /// Resumes the held task, or installs the grant a pending open asked for.
+    async fn apply_approval(
+        &self,
+        id: u64,
+        pending: &Pending,
+        grant: GrantTerms,
+        reviewer: &str,
+    ) -> Result<(), String> {
+        if let Some(pidfd) = &pending.pidfd {
+            return self.resume(pidfd);
+        }
+        let key = pending
+            .grant
+            .ok_or_else(|| format!("request {id} has nothing to grant"))?;
+        let value = Grant {
+            expires_boot_ns: loader::boottime_ns().saturating_add(grant.ttl.as_nanos() as u64),
+            uses_left: grant.uses,
+            access: pending.access,
+        };
+        lock(&self.kernel)
+            .grants
+            .insert(key, value, 0)
+            .map_err(|e| format!("installing the grant: {e}"))?;
+        info!(id, agent = %pending.view.agent, path = %pending.view.filename, uses = grant.uses,
+              ttl_secs = grant.ttl.as_secs(), "grant installed: the agent's retry will succeed");
+        let row = AuditEvent::Grant(GrantAudit {
+            step: GrantStep::Installed,
+            agent: pending.view.agent.clone(),
+            target: pending.view.filename.clone(),
+            uses_left: Some(grant.uses),
+            expires_at_ms: Some(now_ms().saturating_add(grant.ttl.as_millis() as u64)),
+            request: Some(id),
+            by: Some(reviewer.to_string()),
+        });
+        if let Err(e) = self
+            .append_all(vec![follow(row, pending.decision_seq)])
+            .await
+        {
+            error!(id, error = %e, "an installed grant was not recorded in the audit log");
+        }
+        Ok(())
+    }
+
+    /// The approval step and the closing decision of a request answered by `reviewer`.
+    fn answer_rows(
+        &self,
+        pending: &Pending,
+        step: ApprovalStep,
+        outcome: Outcome,
+        reviewer: &str,
+    ) -> Vec<NewEntry> {
+        let mut decision = pending.decision.clone();
+        decision.outcome = outcome;
+        decision.decided_by = DecidedBy::Reviewer(reviewer.to_string());
+        decision.latency_us = Some(pending.held_at.elapsed().as_micros() as u64);
+        decision.recent = Vec::new();
+        vec![
+            follow(
+                AuditEvent::Approval(approval_row(
+                    pending.view.id,
+                    step,
+                    &pending.decision,
+                    Some(reviewer),
+                )),
+                pending.decision_seq,
+            ),
+            follow(AuditEvent::Decision(decision), pending.decision_seq),
+        ]
     }
 
     /// Lets a held task run: out of `HELD` first (the guard refuses SIGCONT while it is
@@ -924,15 +1082,28 @@ impl Daemon {
         state.pending.values().map(|p| p.view.clone()).collect()
     }
 
-    fn status(&self) -> Status {
+    /// The kernel's counters by name.
+    fn status_counters(&self) -> Vec<(String, u64)> {
         let kernel = lock(&self.kernel);
-        let counters = COUNTER_NAMES
+        COUNTER_NAMES
             .iter()
             .map(|&(index, name)| {
                 let total = kernel.counters.get(&index, 0).map_or(0, |v| v.iter().sum());
                 (name.to_string(), total)
             })
-            .collect();
+            .collect()
+    }
+
+    fn status(&self) -> Status {
+        let counters = self.status_counters();
+        let stats = self.audit.stats();
+        let audit = AuditStatus {
+            target: self.audit_target.clone(),
+            committed: stats.committed,
+            lost: stats.lost + stats.dropped,
+            failing: lock(&self.audit_failing).clone(),
+        };
+        let kernel = lock(&self.kernel);
         Status {
             backend: self.backend.name().into(),
             guarantees: self.backend.guarantees(),
@@ -951,6 +1122,7 @@ impl Daemon {
                 .count(),
             pending_approvals: lock(&self.state).pending.len(),
             counters,
+            audit,
         }
     }
 
@@ -983,6 +1155,7 @@ impl Daemon {
             info!(pid = record.pid, agent = %record.agent, target = %record.filename, argv = ?record.argv,
                   access = ?record.access, granted = record.granted, "{what}");
         }
+        self.observe(&record);
         {
             let mut state = lock(&self.state);
             if state.events.len() == RECENT_EVENTS {
@@ -1009,13 +1182,15 @@ impl Daemon {
     }
 
     /// An open refused now with a pending request: an approval installs a grant.
-    fn pend_open(&self, record: ExecRecord, ev: &OpenEvent) {
+    fn pend_open(self: &Arc<Self>, record: ExecRecord, ev: &OpenEvent) {
         let grant = GrantKey {
             agent_id: ev.agent_id,
             _pad: 0,
             dev: ev.dev,
             ino: ev.ino,
         };
+        let argv = procfs::cmdline(record.pid).unwrap_or_default();
+        let mut decision = self.held_decision(&record, &argv);
         let mut state = lock(&self.state);
         // An agent that retries before anyone answers asks once.
         if state
@@ -1027,8 +1202,7 @@ impl Daemon {
         }
         let id = state.next_request;
         state.next_request += 1;
-        let argv = procfs::cmdline(record.pid).unwrap_or_default();
-        let view = pending_view(
+        let mut view = pending_view(
             id,
             &record,
             argv,
@@ -1037,6 +1211,16 @@ impl Daemon {
         );
         info!(id, pid = record.pid, agent = %view.agent, path = %view.filename, access = ?view.access,
               "open refused until approved: `interceptor approvals approve {id}` grants it, then the agent retries");
+        decision.outcome = Outcome::Denied;
+        decision.reason = format!(
+            "{}; refused until a reviewer approves, then the agent's retry is granted",
+            view.reason
+                .as_deref()
+                .unwrap_or("a rule asks before this write")
+        );
+        decision.request = Some(id);
+        view.env = decision.process.env.clone();
+        view.recent = decision.recent.clone();
         state.pending.insert(
             id,
             Pending {
@@ -1044,8 +1228,27 @@ impl Daemon {
                 pidfd: None,
                 grant: Some(grant),
                 access: ev.access,
+                decision_seq: None,
+                decision: decision.clone(),
+                held_at: Instant::now(),
             },
         );
+        drop(state);
+        // Nothing runs meanwhile (the open was refused); an unrecordable request is dropped.
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            match daemon.open_request(&decision, Vec::new()).await {
+                Ok(seq) => {
+                    if let Some(p) = lock(&daemon.state).pending.get_mut(&id) {
+                        p.decision_seq = Some(seq);
+                    }
+                }
+                Err(e) => {
+                    error!(id, error = %e, "dropping a pending open: its request could not be recorded");
+                    lock(&daemon.state).pending.remove(&id);
+                }
+            }
+        });
     }
 
     /// The position of the next record in the event stream.
@@ -1120,30 +1323,50 @@ impl Daemon {
             }
         }
         let argv = procfs::cmdline(pid).unwrap_or_else(|_| record.argv.clone());
+        let active = self.active();
         let mut rule_name = record.rule.clone();
         let mut reason = self.rule_reason_by_name(record.rule.as_deref());
         let policy_decides = record.kind != "open"
             && !record.unlinked_binary
             && (record.userspace_decides
-                || self.active().userspace_exec.contains(&InodeKey {
+                || active.userspace_exec.contains(&InodeKey {
                     dev: record.dev,
                     ino: record.ino,
                 }));
+        let mut decision = self.held_decision(&record, &argv);
+        let mut reviewers = record
+            .rule
+            .as_deref()
+            .and_then(|name| active.policy.rule_named(name))
+            .map(|(_, rule)| rule.reviewers.clone())
+            .unwrap_or_default();
         if policy_decides {
             if record.userspace_decides {
                 self.complete_record(record.seq, &argv);
             }
-            let decision = self
-                .active()
-                .policy
-                .evaluate_exec(&exec_context(&record, &argv));
-            let winner = decision.winner.as_ref().map(|w| w.name.clone());
-            let latency_us = started.elapsed().as_micros() as u64;
-            match decision.action {
-                crate::policy::Action::Allow | crate::policy::Action::Audit => {
+            let verdict = active.policy.evaluate_exec(&exec_context(&record, &argv));
+            decision.matched_rules = verdict.matched.iter().map(|m| m.name.clone()).collect();
+            decision.winner = verdict.winner.as_ref().map(|w| w.name.clone());
+            decision.action = verdict.action;
+            decision.reason = verdict.reason.clone();
+            decision.controls = verdict.controls.clone();
+            decision.decided_by = DecidedBy::Policy;
+            decision.latency_us = Some(started.elapsed().as_micros() as u64);
+            match verdict.action {
+                Action::Allow | Action::Audit => {
+                    decision.outcome = Outcome::Allowed;
+                    // Committed before the task runs; unrecordable means it does not run.
+                    if let Err(e) = self
+                        .append_all(vec![NewEntry::now(AuditEvent::Decision(decision))])
+                        .await
+                    {
+                        error!(pid, error = %e, "killing an exec the policy allows: the decision could not be recorded (fail closed)");
+                        let _ = pidfd.signal(libc::SIGKILL);
+                        return;
+                    }
                     match self.resume(&pidfd) {
                         Ok(()) => {
-                            info!(pid, agent = %record.agent, rule = ?winner, latency_us, "exec allowed by policy in userspace")
+                            info!(pid, agent = %record.agent, rule = ?verdict.winner.map(|w| w.name), latency_us = started.elapsed().as_micros() as u64, "exec allowed by policy in userspace")
                         }
                         Err(e) => {
                             warn!(pid, error = %e, "could not resume an exec the policy allows")
@@ -1151,30 +1374,56 @@ impl Daemon {
                     }
                     return;
                 }
-                crate::policy::Action::Deny => {
+                Action::Deny => {
                     let _ = pidfd.signal(libc::SIGKILL);
-                    warn!(pid, agent = %record.agent, rule = ?winner, argv = ?argv, latency_us, "exec denied by policy in userspace (killed before its first instruction)");
+                    warn!(pid, agent = %record.agent, rule = ?decision.winner, argv = ?argv, latency_us = decision.latency_us, "exec denied by policy in userspace (killed before its first instruction)");
+                    decision.outcome = Outcome::Denied;
+                    if let Err(e) = self
+                        .append_all(vec![NewEntry::now(AuditEvent::Decision(decision))])
+                        .await
+                    {
+                        error!(pid, error = %e, "a denial was applied but not recorded in the audit log");
+                    }
                     return;
                 }
-                crate::policy::Action::Ask => {
-                    rule_name = winner;
-                    reason = Some(decision.reason.clone());
+                Action::Ask => {
+                    rule_name = decision.winner.clone();
+                    reason = Some(verdict.reason.clone());
+                    reviewers = verdict.reviewers.clone();
                 }
             }
         }
-        let mut state = lock(&self.state);
-        let id = state.next_request;
-        state.next_request += 1;
-        let view = pending_view(id, &record, argv, rule_name, reason);
+        let id = {
+            let mut state = lock(&self.state);
+            let id = state.next_request;
+            state.next_request += 1;
+            id
+        };
+        let mut view = pending_view(id, &record, argv, rule_name, reason);
+        view.env = decision.process.env.clone();
+        view.recent = decision.recent.clone();
+        decision.request = Some(id);
+        // The request is on disk before anyone is asked; unrecordable means it does not run.
+        let decision_seq = match self.open_request(&decision, reviewers).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                error!(pid, error = %e, "killing a held task: its approval request could not be recorded (fail closed)");
+                let _ = pidfd.signal(libc::SIGKILL);
+                return;
+            }
+        };
         info!(id, pid, agent = %view.agent, binary = %view.filename, argv = ?view.argv,
               "waiting for approval: `interceptor approvals approve {id}` or `interceptor approvals deny {id}`");
-        state.pending.insert(
+        lock(&self.state).pending.insert(
             id,
             Pending {
                 view,
                 pidfd: Some(pidfd),
                 grant: None,
                 access: 0,
+                decision_seq: Some(decision_seq),
+                decision,
+                held_at: started,
             },
         );
     }
@@ -1195,6 +1444,174 @@ impl Daemon {
                 .find(|r| r.name == name)
                 .and_then(|r| r.reason.clone())
         })
+    }
+
+    /// Queues the rows of a kernel event: its observation and, if the kernel decided it
+    /// alone, the decision. Never waits: a full queue drops the rows and counts them.
+    fn observe(&self, record: &ExecRecord) {
+        let mut rows = vec![journal::observation(record)];
+        if let Some(decision) = journal::kernel_decision(record, &self.active().policy) {
+            rows.push(AuditEvent::Decision(decision));
+        }
+        for row in rows {
+            if let Err(e) = self.audit.try_record(row) {
+                debug!(error = %e, seq = record.seq, "audit row not queued (counted as dropped)");
+            }
+        }
+    }
+
+    /// A held operation's decision, before anyone took it: the process as /proc shows it
+    /// while it is stopped (whole argv, cwd, redacted environment, ancestors), what the
+    /// agent did just before, and the kernel rule that held it.
+    fn held_decision(&self, record: &ExecRecord, argv: &[String]) -> DecisionAudit {
+        let pid = record.pid;
+        let active = self.active();
+        let rule = record
+            .rule
+            .as_deref()
+            .and_then(|name| active.policy.rule_named(name));
+        let process = ProcessInfo {
+            argv: argv.to_vec(),
+            binary: procfs::exe(pid)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            cwd: procfs::cwd(pid).ok().map(|p| p.display().to_string()),
+            env: journal::redact_env(&procfs::environ(pid).unwrap_or_default()),
+            parents: journal::parent_lines(&procfs::parent_chain(pid)),
+            ..journal::process_info(record)
+        };
+        let recent =
+            journal::recent_activity(&lock(&self.state).events, record.agent_id, record.seq);
+        DecisionAudit {
+            operation: journal::operation_of(record),
+            process,
+            files: journal::files_of(record),
+            access: record.access.clone(),
+            matched_rules: record.rule.iter().cloned().collect(),
+            winner: record.rule.clone(),
+            action: Action::Ask,
+            outcome: Outcome::Held,
+            reason: self
+                .rule_reason_by_name(record.rule.as_deref())
+                .unwrap_or_else(|| "held for a reviewer".into()),
+            policy_version: active.version.clone(),
+            controls: rule.map(|(_, r)| r.controls.clone()).unwrap_or_default(),
+            decided_by: DecidedBy::Kernel,
+            latency_us: None,
+            request: None,
+            monitor: false,
+            recent,
+        }
+    }
+
+    /// Commits the decision that holds an operation and its `requested` approval row;
+    /// returns the decision's seq (the request's lifecycle rows point to it).
+    async fn open_request(
+        &self,
+        decision: &DecisionAudit,
+        reviewers: Vec<String>,
+    ) -> Result<u64, AuditError> {
+        let started = Instant::now();
+        let point = self
+            .audit
+            .append(NewEntry::now(AuditEvent::Decision(decision.clone())))
+            .await?;
+        let mut requested = approval_row(
+            decision.request.unwrap_or_default(),
+            ApprovalStep::Requested,
+            decision,
+            None,
+        );
+        requested.reviewers = reviewers;
+        requested.channel = Some("cli".into());
+        self.audit
+            .append(NewEntry::now(AuditEvent::Approval(requested)).follows(point.seq))
+            .await?;
+        debug!(
+            seq = point.seq,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "approval request recorded"
+        );
+        Ok(point.seq)
+    }
+
+    /// Commits rows in order; the first failure stops and is returned.
+    async fn append_all(&self, rows: Vec<NewEntry>) -> Result<(), AuditError> {
+        for row in rows {
+            self.audit.append(row).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the daemon's start or stop (with the loss counters as they are).
+    async fn lifecycle(&self, step: DaemonStep, detail: Option<String>) -> Result<(), AuditError> {
+        let row = AuditEvent::Daemon(DaemonAudit {
+            step,
+            backend: self.backend.name().into(),
+            guarantees: self.backend.guarantees(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            policy_version: Some(self.active().version.clone()),
+            detail,
+        });
+        self.audit.append(NewEntry::now(row)).await?;
+        self.record_losses();
+        self.audit.flush().await
+    }
+
+    /// Tells the kernel whether the audit log can be written (`None`: it can). While it
+    /// cannot, agent execs and the agent opens a rule names are refused.
+    fn set_audit_state(&self, failing: Option<String>) {
+        let down = u32::from(failing.is_some());
+        if let Err(e) = lock(&self.kernel).audit_down.set(0, down, 0) {
+            error!(error = %e, "could not tell the kernel the audit log's state");
+        }
+        let mut current = lock(&self.audit_failing);
+        match (&*current, &failing) {
+            (None, Some(why)) => error!(audit = %self.audit_target, error = %why,
+                "audit log cannot be written: agent execs and matched agent opens are REFUSED until it can (other processes are unaffected)"),
+            (Some(_), None) => {
+                info!(audit = %self.audit_target, "audit log writable again: agents run as the policy says")
+            }
+            _ => {}
+        }
+        *current = failing;
+    }
+
+    /// Follows the audit writer's health and keeps the kernel's `AUDIT_DOWN` in step.
+    async fn watch_audit(self: Arc<Self>) {
+        let mut health = self.audit.health();
+        while health.changed().await.is_ok() {
+            let failing = health.borrow_and_update().as_ref().map(ToString::to_string);
+            self.set_audit_state(failing);
+        }
+    }
+
+    /// Writes a loss row when a loss counter moved (kernel drops and refusals, audit rows
+    /// lost or dropped), and every beat while the log is failing: that write is the probe
+    /// that notices when it works again.
+    fn record_losses(&self) {
+        let mut counters: BTreeMap<String, u64> = self.status_counters().into_iter().collect();
+        let stats = self.audit.stats();
+        counters.insert("audit_lost".into(), stats.lost);
+        counters.insert("audit_dropped".into(), stats.dropped);
+        let failing = lock(&self.audit_failing).is_some();
+        {
+            let mut recorded = lock(&self.recorded_losses);
+            let moved = counters
+                .iter()
+                .any(|(k, v)| *v > 0 && recorded.get(k) != Some(v));
+            if !moved && !failing {
+                return;
+            }
+            *recorded = counters.clone();
+        }
+        if let Err(e) = self
+            .audit
+            .try_record(AuditEvent::Loss(LossAudit { counters }))
+        {
+            debug!(error = %e, "loss row not queued");
+        }
     }
 
     /// The policy in force.
@@ -1280,6 +1697,7 @@ impl Daemon {
             return;
         };
         let started = Instant::now();
+        let previous = self.active().version.clone();
         let outcome = Policy::load(&path)
             .map_err(|e| e.to_string())
             .map(|mut policy| {
@@ -1289,18 +1707,31 @@ impl Daemon {
                 policy
             })
             .and_then(|policy| self.install_policy(policy).map_err(|e| e.to_string()));
-        let note = match outcome {
+        let (note, error) = match outcome {
             Ok(active) => {
                 info!(why, policy = %path.display(), version = %active.version,
                       elapsed_us = started.elapsed().as_micros() as u64, "policy reloaded");
-                format!("ok: version {} ({why})", active.version)
+                (format!("ok: version {} ({why})", active.version), None)
             }
             Err(error) => {
                 error!(why, %error, "policy reload REJECTED; the previous policy stays in force");
-                format!("rejected ({why}): {error}")
+                (format!("rejected ({why}): {error}"), Some(error))
             }
         };
         *lock(&self.last_reload) = Some(note);
+        let row = AuditEvent::PolicyReload(PolicyReloadAudit {
+            accepted: error.is_none(),
+            origin: path.display().to_string(),
+            policy_version: self.active().version.clone(),
+            previous_version: Some(previous),
+            error,
+        });
+        let audit = self.audit.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit.append(NewEntry::now(row)).await {
+                error!(error = %e, "a policy reload was not recorded in the audit log");
+            }
+        });
     }
 
     /// Tells the kernel the daemon is alive.
@@ -1385,6 +1816,7 @@ impl Daemon {
             unlinked_binary: task.flags & exec_flags::UNLINKED_BINARY != 0,
             userspace_decides: task.flags & exec_flags::USERSPACE_DECIDES != 0,
             daemon_down: false,
+            audit_down: false,
             access: Vec::new(),
             pending: false,
             granted: false,
@@ -1393,6 +1825,68 @@ impl Daemon {
             ino: 0,
         }
     }
+}
+
+/// `event` as a follow-up of row `seq`, when known.
+fn follow(event: AuditEvent, seq: Option<u64>) -> NewEntry {
+    let entry = NewEntry::now(event);
+    match seq {
+        Some(seq) => entry.follows(seq),
+        None => entry,
+    }
+}
+
+/// A step of request `id`, which `decision` opened.
+fn approval_row(
+    id: u64,
+    step: ApprovalStep,
+    decision: &DecisionAudit,
+    by: Option<&str>,
+) -> ApprovalAudit {
+    ApprovalAudit {
+        request: id,
+        step,
+        operation: decision.operation,
+        agent: decision.process.agent.clone(),
+        pid: decision.process.pid,
+        binary: decision.process.binary.clone(),
+        path: decision.files.first().cloned(),
+        rule: decision.winner.clone(),
+        controls: decision.controls.clone(),
+        reviewers: Vec::new(),
+        channel: by.map(|_| "cli".to_string()),
+        by: by.map(str::to_string),
+        detail: None,
+    }
+}
+
+/// The reviewer behind a control-socket request: the caller's user name (`uid:N` when the
+/// uid has none).
+fn reviewer_name(peer: UCred) -> String {
+    let uid = peer.uid();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: passwd is plain C data (integers and pointers); all-zero is a valid value.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to a live local of the right size; getpwuid_r writes only
+    // into `pwd` and `buf`.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc == 0 && !found.is_null() && !pwd.pw_name.is_null() {
+        // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+        if let Ok(name) = name.to_str() {
+            return name.to_string();
+        }
+    }
+    format!("uid:{uid}")
 }
 
 /// The id of agent `name` (1-based index into `agents`), adding the name if new.
@@ -1481,6 +1975,7 @@ fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> Exec
         unlinked_binary: ev.flags & exec_flags::UNLINKED_BINARY != 0,
         userspace_decides: ev.flags & exec_flags::USERSPACE_DECIDES != 0,
         daemon_down: ev.flags & exec_flags::DAEMON_DOWN != 0,
+        audit_down: ev.flags & exec_flags::AUDIT_DOWN != 0,
         access: Vec::new(),
         pending: false,
         granted: false,
@@ -1536,6 +2031,7 @@ fn open_record(ev: &OpenEvent, seq: u64, agent: String, rule: Option<String>) ->
         unlinked_binary: false,
         userspace_decides: false,
         daemon_down: ev.flags & exec_flags::DAEMON_DOWN != 0,
+        audit_down: ev.flags & exec_flags::AUDIT_DOWN != 0,
         access: access_names(ev.access),
         pending: ev.flags & exec_flags::PENDING != 0,
         granted: ev.flags & exec_flags::GRANTED != 0,

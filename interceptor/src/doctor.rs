@@ -9,8 +9,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::{
+    audit::{AuditTarget, Store, StoreOptions},
     btf::Btf,
-    control::{self, Request, Response},
+    control::{self, AuditStatus, Request, Response},
     loader::{self, Backend, ProgramProbe},
 };
 
@@ -39,6 +40,10 @@ pub struct Report {
     pub pins: Vec<String>,
     /// The running daemon's backend, if one answers on the socket.
     pub running_daemon: Option<String>,
+    /// The running daemon's audit log.
+    pub audit: Option<AuditStatus>,
+    /// Without a running daemon: what opening the audit log file found (`None`: no file).
+    pub audit_file: Option<Result<String, String>>,
 }
 
 impl Report {
@@ -49,7 +54,7 @@ impl Report {
 }
 
 /// Examines this host.
-pub fn examine(pin_dir: &Path, socket: &Path) -> Report {
+pub fn examine(pin_dir: &Path, socket: &Path, audit_db: &Path) -> Report {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|e| format!("unknown ({e})"));
@@ -109,10 +114,12 @@ pub fn examine(pin_dir: &Path, socket: &Path) -> Report {
         (true, true) => Some(Backend::Lsm),
         (true, false) => Some(Backend::Tracepoint),
     };
-    let running_daemon = match control::call(socket, &Request::Status) {
-        Ok(Response::Status(status)) => Some(status.backend),
-        _ => None,
+    let (running_daemon, audit) = match control::call(socket, &Request::Status) {
+        Ok(Response::Status(status)) => (Some(status.backend), Some(status.audit)),
+        _ => (None, None),
     };
+    let audit_file =
+        (running_daemon.is_none() && audit_db.exists()).then(|| check_audit_file(audit_db));
     let pins = std::fs::read_dir(pin_dir)
         .into_iter()
         .flatten()
@@ -145,7 +152,32 @@ pub fn examine(pin_dir: &Path, socket: &Path) -> Report {
         guarantees: backend.map(Backend::guarantees).unwrap_or_default(),
         pins,
         running_daemon,
+        audit,
+        audit_file,
     }
+}
+
+/// Opens the log read-only and checks its integrity: a corrupt file is named, never
+/// recreated.
+fn check_audit_file(path: &Path) -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting a runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut opts = StoreOptions::new(AuditTarget::Sqlite(path.into()));
+        opts.create = false;
+        let store = Store::open(&opts).await.map_err(|e| e.to_string())?;
+        if let Some(problem) = store.integrity_problem().await.map_err(|e| e.to_string())? {
+            return Err(format!("{}: {problem}", path.display()));
+        }
+        let rows = store.count().await.map_err(|e| e.to_string())?;
+        store.close().await;
+        Ok(format!(
+            "{}: readable, {rows} rows (`interceptor audit verify` checks the chain)",
+            path.display()
+        ))
+    })
 }
 
 /// The report for a human.
@@ -205,6 +237,24 @@ pub fn render(report: &Report) -> String {
             .as_ref()
             .map_or("not running".into(), |b| format!("running, backend {b}")),
     );
+    match (&report.audit, &report.audit_file) {
+        (Some(a), _) => line(
+            "audit log",
+            match &a.failing {
+                Some(why) => format!(
+                    "{} cannot be written: {why}; agent execs and matched opens are REFUSED until it can",
+                    a.target
+                ),
+                None => format!(
+                    "{}: {} rows written since start, {} lost",
+                    a.target, a.committed, a.lost
+                ),
+            },
+        ),
+        (None, Some(Ok(found))) => line("audit log", found.clone()),
+        (None, Some(Err(e))) => line("audit log", format!("PROBLEM: {e}")),
+        (None, None) => line("audit log", "no daemon running and no log file".into()),
+    }
     if report.pins.is_empty() {
         line("pins", "none".into());
     }

@@ -8,6 +8,7 @@
 //! - [`policy`]: the exec rule list and its compilation to kernel map entries;
 //! - [`open_rules`]: open rules and their kernel map entries;
 //! - [`daemon`]: events, holds, approvals, the control socket server;
+//! - [`journal`]: the audit rows the daemon writes for what it sees and decides;
 //! - [`control`]: the control socket protocol and client;
 //! - [`doctor`]: what this host can enforce;
 //! - [`procfs`]: /proc readers and pidfd signalling;
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
+pub mod journal;
 pub mod loader;
 pub mod open_rules;
 pub mod policy;

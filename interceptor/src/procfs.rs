@@ -58,6 +58,12 @@ pub fn env_keys(pid: u32) -> io::Result<Vec<String>> {
         .collect())
 }
 
+/// The environment of a process, `KEY=value` each (secrets included: redact before
+/// showing or storing it).
+pub fn environ(pid: u32) -> io::Result<Vec<String>> {
+    Ok(split_nul(&fs::read(format!("/proc/{pid}/environ"))?))
+}
+
 /// The current directory of a process.
 pub fn cwd(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/cwd"))

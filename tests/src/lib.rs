@@ -123,6 +123,8 @@ pub struct Daemon {
     pub pin_dir: PathBuf,
     log: PathBuf,
     args: Vec<std::ffi::OsString>,
+    /// How `interceptor audit` finds this daemon's log: `--db PATH` or `--db-url URL`.
+    pub audit_args: Vec<String>,
 }
 
 /// A rule given on the daemon's command line.
@@ -162,6 +164,23 @@ impl Daemon {
             };
             args.extend([flag.into(), path.as_os_str().to_owned()]);
         }
+        // Each daemon writes its own audit log, in the test's directory unless told otherwise.
+        let flag_value = |flag: &str| {
+            extra
+                .iter()
+                .position(|a| *a == flag)
+                .and_then(|i| extra.get(i + 1))
+                .map(|v| v.to_string())
+        };
+        let audit_args = if let Some(url) = flag_value("--audit-url") {
+            vec!["--db-url".to_string(), url]
+        } else if let Some(db) = flag_value("--audit-db") {
+            vec!["--db".to_string(), db]
+        } else {
+            let db = dir.join("audit.db").display().to_string();
+            args.extend(["--audit-db".into(), db.clone().into()]);
+            vec!["--db".to_string(), db]
+        };
         args.extend(extra.iter().map(Into::into));
         let mut daemon = Daemon {
             child: None,
@@ -169,6 +188,7 @@ impl Daemon {
             pin_dir,
             log: dir.join("daemon.log"),
             args,
+            audit_args,
         };
         daemon.spawn();
         daemon
@@ -270,6 +290,37 @@ impl Daemon {
             self.log_text()
         );
         serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// `interceptor audit ARGS...` on this daemon's log, to completion.
+    pub fn audit_cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(interceptor_bin());
+        cmd.arg("audit").args(&self.audit_args).args(args);
+        cmd.output().expect("run interceptor audit")
+    }
+
+    /// The rows `interceptor audit query --format json --limit 0 FILTERS...` returns.
+    pub fn audit_rows(&self, filters: &[&str]) -> Vec<Value> {
+        let mut args = vec!["query", "--format", "json", "--limit", "0"];
+        args.extend_from_slice(filters);
+        let out = self.audit_cli(&args);
+        assert!(
+            out.status.success(),
+            "interceptor audit {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        match serde_json::from_slice(&out.stdout).expect("audit query JSON") {
+            Value::Array(rows) => rows,
+            other => panic!("audit query printed {other}, not an array"),
+        }
+    }
+
+    /// Waits until a row matching `filters` and `pred` is in the audit log; returns it.
+    pub fn wait_audit(&self, what: &str, filters: &[&str], pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(what, || {
+            self.audit_rows(filters).into_iter().find(|r| pred(r))
+        })
     }
 
     /// Waits until a pending approval for `pid` is listed; returns it.

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::artifacts::{self, Artifacts};
+use crate::artifacts::{self, Artifacts, TestExe};
 use crate::postgres;
 use crate::util::{self, Counts};
 use crate::vm::{self, VmInputs, VmOptions};
@@ -52,6 +52,30 @@ impl Builds<'_> {
     }
 }
 
+/// Integration test binaries that run on the host only (tier 2), and why tier 3 leaves
+/// them out.
+const HOST_ONLY: [(&str, &str); 1] = [(
+    "audit_postgres",
+    "its PostgreSQL server runs on the host; the VM has none",
+)];
+
+/// The tests tier 3 runs: all but [`HOST_ONLY`], each left out by name, with the reason.
+fn vm_tests(tests: &[TestExe]) -> Vec<TestExe> {
+    tests
+        .iter()
+        .filter(
+            |t| match HOST_ONLY.iter().find(|(name, _)| *name == t.name) {
+                Some((name, why)) => {
+                    println!("xtask: tier 3 leaves out {name}: {why} (tier 2 runs it)");
+                    false
+                }
+                None => true,
+            },
+        )
+        .cloned()
+        .collect()
+}
+
 pub fn run(ws: &Workspace, tiers: &[u8], vm_args: VmArgs) -> Result<()> {
     let mut tiers = if tiers.is_empty() {
         vec![1, 2, 3]
@@ -75,7 +99,7 @@ pub fn run(ws: &Workspace, tiers: &[u8], vm_args: VmArgs) -> Result<()> {
                 let inputs = VmInputs {
                     daemon: Some(a.daemon.clone()),
                     probe: Some(a.probe.clone()),
-                    tests: a.tests.clone(),
+                    tests: vm_tests(&a.tests),
                 };
                 tier3(ws, &inputs, opts, counts, note)
             }),
@@ -101,7 +125,7 @@ pub fn run_vm_only(
             VmInputs {
                 daemon: Some(a.daemon),
                 probe: Some(a.probe),
-                tests: a.tests,
+                tests: vm_tests(&a.tests),
             }
         } else {
             VmInputs {
@@ -166,6 +190,8 @@ fn tier2(ws: &Workspace, builds: &mut Builds, counts: &mut Counts) -> Result<()>
         );
     }
     let a = builds.get()?;
+    // Never skipped: the daemon's PostgreSQL test fails without its server.
+    let pg = postgres::PgServer::start(ws, false).context("the audit tests' PostgreSQL server")?;
     let mut failed = Vec::new();
     for t in &a.tests {
         println!("xtask: tier 2: {} ({})", t.name, t.path.display());
@@ -174,6 +200,7 @@ fn tier2(ws: &Workspace, builds: &mut Builds, counts: &mut Counts) -> Result<()>
             .env(ENV_DAEMON, &a.daemon)
             .env(ENV_PROBE, &a.probe)
             .env(ENV_BACKEND, "tracepoint")
+            .env(postgres::ENV_PG_URL, &pg.url)
             .current_dir(&ws.root);
         let status = util::run_streaming(&mut cmd, |l| counts.add_libtest_line(l))?;
         if !status.success() {

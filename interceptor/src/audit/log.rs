@@ -14,7 +14,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, warn};
 
 use super::{
@@ -66,6 +66,10 @@ struct Stats {
     last_error: Mutex<Option<AuditError>>,
 }
 
+/// Whether the last transaction committed: `None` when it did, else its error. Changes only
+/// when the answer does, so a watcher wakes once per outage and once per recovery.
+type Health = watch::Sender<Option<AuditError>>;
+
 /// The writer's counters.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditStats {
@@ -87,6 +91,7 @@ pub struct AuditStats {
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
     stats: Arc<Stats>,
+    health: watch::Receiver<Option<AuditError>>,
     store: Store,
     capacity: usize,
 }
@@ -104,15 +109,18 @@ impl AuditLog {
         let capacity = config.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(Stats::default());
+        let (health_tx, health) = watch::channel(None);
         tokio::spawn(run_writer(
             store.clone(),
             rx,
             stats.clone(),
+            health_tx,
             config.max_batch.max(1),
         ));
         Self {
             tx,
             stats,
+            health,
             store,
             capacity,
         }
@@ -185,6 +193,12 @@ impl AuditLog {
         }
     }
 
+    /// Follows the writer's health: the current value is `None` while the last transaction
+    /// committed, else that transaction's error.
+    pub fn health(&self) -> watch::Receiver<Option<AuditError>> {
+        self.health.clone()
+    }
+
     /// The store, for reads (queries, verify, head).
     pub fn store(&self) -> &Store {
         &self.store
@@ -195,6 +209,7 @@ async fn run_writer(
     store: Store,
     mut rx: mpsc::Receiver<Msg>,
     stats: Arc<Stats>,
+    health: Health,
     max_batch: usize,
 ) {
     let mut msgs = Vec::with_capacity(max_batch);
@@ -226,6 +241,7 @@ async fn run_writer(
                 for f in flushes {
                     let _ = f.send(Ok(()));
                 }
+                health.send_if_modified(|h| h.take().is_some());
             }
             Err(e) => {
                 let unwaited = replies.iter().filter(|r| r.is_none()).count() as u64;
@@ -243,6 +259,11 @@ async fn run_writer(
                 for f in flushes {
                     let _ = f.send(Err(e.clone()));
                 }
+                health.send_if_modified(|h| {
+                    let changed = h.as_ref() != Some(&e);
+                    *h = Some(e.clone());
+                    changed
+                });
                 *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
         }

@@ -262,15 +262,29 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        // The transaction is driven by hand rather than by sqlx's `Transaction`: when a
+        // COMMIT itself fails (a full disk), sqlx leaves the connection marked as inside a
+        // transaction and every later append on it fails, so the log would never recover.
         let points = with_pool!(self, pool => async {
-            let mut tx = begin_write(pool).await?;
-            let state = tx.read_chain(self.is_postgres()).await?;
-            let points = insert_chained(&mut *tx, &state.head, rows).await?;
-            if let Some(last) = points.last() {
-                tx.update_head(last).await?;
+            let mut conn = pool.acquire().await?;
+            let begin = if self.is_postgres() { "BEGIN" } else { "BEGIN IMMEDIATE" };
+            sqlx::query(begin).execute(&mut *conn).await?;
+            let work = async {
+                let state = conn.read_chain(self.is_postgres()).await?;
+                let points = insert_chained(&mut *conn, &state.head, rows).await?;
+                if let Some(last) = points.last() {
+                    conn.update_head(last).await?;
+                }
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok::<_, sqlx::Error>(points)
             }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(points)
+            .await;
+            if work.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                // Already rolled back by the database, or the connection is unusable: a
+                // fresh one replaces it either way.
+                conn.close_on_drop();
+            }
+            work
         }.await)
         .map_err(|e| self.err(e))?;
         Ok(points)

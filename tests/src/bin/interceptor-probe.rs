@@ -44,6 +44,14 @@
 //!   fork-until-refused N        fork up to N children that wait (as live processes) until
 //!                               the first fork fails; print forked=K and fork=ok|errno:N,
 //!                               then end the children
+//!   flood EXECS OPENS EVERY OK BAD FILE BADFILE
+//!                               as fast as possible: spawn OK (`exit 0`) EXECS times, except
+//!                               every EVERY-th spawn runs BAD instead; then open FILE for
+//!                               reading OPENS times, except every EVERY-th opens BADFILE.
+//!                               Prints flood-exec-ok=, flood-sensitive-execs=,
+//!                               flood-sensitive-exec-refused= (errno or killed),
+//!                               flood-open-ok=, flood-sensitive-opens=,
+//!                               flood-sensitive-open-refused= (EACCES), flood-other=
 //!   stale-tracked MAP PID       write a TRACKED entry (agent 1) for PID with a start time no
 //!                               process has, into the pinned map MAP: tracked-write=
 use std::{
@@ -256,6 +264,53 @@ fn say(line: String) {
     let _ = out.flush();
 }
 
+/// The `flood` command: many operations, with sensitive ones hidden among them.
+fn flood(rest: &[String]) {
+    let n = |i: usize| -> usize { rest[i].parse().expect("a count") };
+    let (execs, opens, every) = (n(0), n(1), n(2).max(1));
+    let (ok, bad, file, bad_file) = (&rest[3], &rest[4], &rest[5], &rest[6]);
+    let (mut exec_ok, mut sensitive_execs, mut exec_refused, mut other) = (0, 0, 0, 0);
+    for i in 0..execs {
+        let sensitive = i % every == every - 1;
+        let program = if sensitive { bad } else { ok };
+        let outcome = Command::new(program).args(["exit", "0"]).status();
+        match (sensitive, outcome) {
+            (false, Ok(status)) if status.success() => exec_ok += 1,
+            // Refused at exec (lsm: EPERM) or killed before its first instruction (tracepoint).
+            (true, Err(e)) if e.raw_os_error() == Some(libc::EPERM) => exec_refused += 1,
+            (true, Ok(status)) if fate(status) == "signal:9" => exec_refused += 1,
+            _ => other += 1,
+        }
+        sensitive_execs += usize::from(sensitive);
+    }
+    let (mut open_ok, mut sensitive_opens, mut open_refused) = (0, 0, 0);
+    for i in 0..opens {
+        let sensitive = i % every == every - 1;
+        let path = std::ffi::CString::new(if sensitive { bad_file } else { file }.as_str())
+            .expect("a path without NUL");
+        // SAFETY: open with a NUL-terminated path; the fd is closed right away.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        if fd >= 0 {
+            // SAFETY: closing the fd just opened.
+            unsafe { libc::close(fd) };
+        }
+        match (sensitive, fd >= 0) {
+            (false, true) => open_ok += 1,
+            (true, false) if errno == Some(libc::EACCES) => open_refused += 1,
+            _ => other += 1,
+        }
+        sensitive_opens += usize::from(sensitive);
+    }
+    say(format!("flood-exec-ok={exec_ok}"));
+    say(format!("flood-sensitive-execs={sensitive_execs}"));
+    say(format!("flood-sensitive-exec-refused={exec_refused}"));
+    say(format!("flood-open-ok={open_ok}"));
+    say(format!("flood-sensitive-opens={sensitive_opens}"));
+    say(format!("flood-sensitive-open-refused={open_refused}"));
+    say(format!("flood-other={other}"));
+}
+
 fn state_of(pid: u32) -> char {
     proc_state(pid).unwrap_or('?')
 }
@@ -271,6 +326,7 @@ fn main() {
         "touch" => {
             std::fs::write(&rest[0], b"ran\n").expect("write marker");
         }
+        "flood" => flood(rest),
         "exit" => std::process::exit(rest[0].parse().expect("exit code")),
         "exec" => {
             let err = Command::new(&rest[0]).args(&rest[1..]).exec();
