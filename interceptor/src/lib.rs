@@ -12,6 +12,8 @@
 //! - [`doctor`]: what this host can enforce;
 //! - [`procfs`]: /proc readers and pidfd signalling;
 //! - [`scope`]: agents by uid and cgroup;
+//! - [`metrics`]: Prometheus counters and their text rendering;
+//! - [`http`]: the HTTP listener (`/metrics`, `/healthz`);
 //! - [`cli`]: the command line.
 
 pub mod audit;
@@ -20,7 +22,9 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
+pub mod http;
 pub mod loader;
+pub mod metrics;
 pub mod open_rules;
 pub mod policy;
 pub mod procfs;
