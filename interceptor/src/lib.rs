@@ -13,6 +13,8 @@
 //! - [`doctor`]: what this host can enforce;
 //! - [`procfs`]: /proc readers and pidfd signalling;
 //! - [`scope`]: agents by uid and cgroup;
+//! - [`metrics`]: Prometheus counters and their text rendering;
+//! - [`http`]: the HTTP listener (`/metrics`, `/healthz`);
 //! - [`cli`]: the command line.
 
 pub mod audit;
@@ -21,8 +23,10 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
+pub mod http;
 pub mod journal;
 pub mod loader;
+pub mod metrics;
 pub mod open_rules;
 pub mod policy;
 pub mod procfs;
