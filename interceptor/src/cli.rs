@@ -210,6 +210,15 @@ pub struct DaemonArgs {
     #[arg(long, env = "INTERCEPTOR_AUDIT_URL", value_name = "URL")]
     pub audit_url: Option<String>,
 
+    /// The HTTP listener: Prometheus metrics on /metrics, health on /healthz (and, later, the
+    /// review page). Loopback only unless --listen-remote. `off` disables it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9477")]
+    pub listen: String,
+
+    /// Allow --listen on a non-loopback address.
+    #[arg(long)]
+    pub listen_remote: bool,
+
     /// SQLite durability: normal (WAL; a power loss can lose the last commits, never corrupt
     /// the log) or full (fsync every commit).
     #[arg(long, value_enum, default_value_t = Synchronous::Normal)]
@@ -410,6 +419,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 println!("tracked:   {} processes", status.tracked_processes);
                 println!("pending:   {} approvals", status.pending_approvals);
+                match &status.audit.failing {
+                    Some(why) => println!(
+                        "audit:     {} CANNOT BE WRITTEN: {why}; agent execs and matched opens are refused",
+                        status.audit.target
+                    ),
+                    None => println!(
+                        "audit:     {} ({} rows written, {} lost)",
+                        status.audit.target, status.audit.committed, status.audit.lost
+                    ),
+                }
+                if let Some(addr) = &status.http {
+                    println!("http:      http://{addr}/metrics");
+                }
                 for (name, value) in &status.counters {
                     println!("counter:   {name} = {value}");
                 }
@@ -533,6 +555,8 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         policy_path,
         cli_exec_rules,
         audit: AuditConfig::new(store),
+        listen: Some(args.listen).filter(|a| a != "off"),
+        listen_remote: args.listen_remote,
     }))?;
     Ok(ExitCode::SUCCESS)
 }

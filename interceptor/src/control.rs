@@ -103,6 +103,8 @@ pub struct Status {
     /// Kernel failure counters by name.
     pub counters: Vec<(String, u64)>,
     pub audit: AuditStatus,
+    /// The HTTP listener's address (`/metrics`, `/healthz`), if it listens.
+    pub http: Option<String>,
 }
 
 /// The audit log as the daemon sees it.

@@ -47,7 +47,8 @@ use crate::{
         AuditStatus, Decision, ExecRecord, MAX_REQUEST, PendingView, Request, Response, Status,
         parse_request,
     },
-    journal,
+    http, journal,
+    metrics::{self, Metrics},
     loader::{self, Backend, BackendChoice, KernelLog},
     open_rules::{self, OPEN_RULE_ID_BASE, OpenRuleSpec, access_names},
     policy::{Action, Policy},
@@ -119,6 +120,10 @@ pub struct DaemonOptions {
     pub cli_exec_rules: Vec<(Action, String)>,
     /// The audit log.
     pub audit: AuditConfig,
+    /// The HTTP listener's address (`/metrics`, `/healthz`); `None`: no listener.
+    pub listen: Option<String>,
+    /// Let the HTTP listener bind a non-loopback address.
+    pub listen_remote: bool,
 }
 
 /// Why the daemon could not start or stopped.
@@ -143,6 +148,8 @@ pub enum DaemonError {
     OpenRules(String),
     #[error("agent scope {scope}: {message}")]
     Scope { scope: String, message: String },
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
     #[error("audit log {target}: {source}")]
     Audit { target: String, source: AuditError },
     #[error("{0}")]
@@ -242,6 +249,9 @@ pub struct Daemon {
     audit_failing: Mutex<Option<String>>,
     /// The loss counters last written to the log.
     recorded_losses: Mutex<BTreeMap<String, u64>>,
+    metrics: Metrics,
+    /// Where the HTTP listener listens, if it does.
+    http_addr: Option<std::net::SocketAddr>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -293,6 +303,10 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     // A log that cannot be opened (corrupt, unreachable) stops the start: it is reported,
     // never recreated or skipped.
     let audit_target = options.audit.store.target.describe();
+    let listener_http = match &options.listen {
+        Some(addr) => Some(http::bind(addr, options.listen_remote).await?),
+        None => None,
+    };
     let audit = AuditLog::open(options.audit.clone())
         .await
         .map_err(|source| DaemonError::Audit {
@@ -379,6 +393,8 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         audit_target,
         audit_failing: Mutex::new(None),
         recorded_losses: Mutex::new(BTreeMap::new()),
+        metrics: Metrics::new(),
+        http_addr: listener_http.as_ref().and_then(|l| l.local_addr().ok()),
     });
 
     let active = daemon.install_policy(options.policy)?;
@@ -399,6 +415,15 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let started = daemon.lifecycle(DaemonStep::Start, None).await;
     daemon.set_audit_state(started.err().map(|e| e.to_string()));
     tokio::spawn(daemon.clone().watch_audit());
+    if let Some(listener) = listener_http {
+        info!(addr = ?daemon.http_addr, "HTTP listener: /metrics (Prometheus), /healthz");
+        let source: Arc<dyn http::Source> = Arc::new(HttpSource(daemon.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = http::serve(listener, source).await {
+                error!(error = %e, "the HTTP listener stopped");
+            }
+        });
+    }
     daemon.readopt_holds();
 
     let mut events = readable(ring)?;
@@ -1123,6 +1148,7 @@ impl Daemon {
             pending_approvals: lock(&self.state).pending.len(),
             counters,
             audit,
+            http: self.http_addr.map(|a| a.to_string()),
         }
     }
 
@@ -1142,6 +1168,11 @@ impl Daemon {
             }
             None => return self.undecodable(bytes),
         };
+        self.metrics.event(match record.kind.as_str() {
+            "open" => metrics::EventKind::Open,
+            "exec_denied" => metrics::EventKind::ExecDenied,
+            _ => metrics::EventKind::Exec,
+        });
         let held = record.held;
         let what = record.kind.as_str();
         if record.denied {
@@ -1451,6 +1482,7 @@ impl Daemon {
     fn observe(&self, record: &ExecRecord) {
         let mut rows = vec![journal::observation(record)];
         if let Some(decision) = journal::kernel_decision(record, &self.active().policy) {
+            self.count_decision(&decision);
             rows.push(AuditEvent::Decision(decision));
         }
         for row in rows {
@@ -1512,8 +1544,8 @@ impl Daemon {
         reviewers: Vec<String>,
     ) -> Result<u64, AuditError> {
         let started = Instant::now();
+        self.count_decision(decision);
         let point = self
-            .audit
             .append(NewEntry::now(AuditEvent::Decision(decision.clone())))
             .await?;
         let mut requested = approval_row(
@@ -1524,8 +1556,7 @@ impl Daemon {
         );
         requested.reviewers = reviewers;
         requested.channel = Some("cli".into());
-        self.audit
-            .append(NewEntry::now(AuditEvent::Approval(requested)).follows(point.seq))
+        self.append(NewEntry::now(AuditEvent::Approval(requested)).follows(point.seq))
             .await?;
         debug!(
             seq = point.seq,
@@ -1538,9 +1569,27 @@ impl Daemon {
     /// Commits rows in order; the first failure stops and is returned.
     async fn append_all(&self, rows: Vec<NewEntry>) -> Result<(), AuditError> {
         for row in rows {
-            self.audit.append(row).await?;
+            if let AuditEvent::Decision(d) = &row.event {
+                self.count_decision(d);
+            }
+            self.append(row).await?;
         }
         Ok(())
+    }
+
+    /// Commits one row, timing the write.
+    async fn append(&self, row: NewEntry) -> Result<crate::audit::ChainPoint, AuditError> {
+        let started = Instant::now();
+        let point = self.audit.append(row).await;
+        self.metrics.audit_write(started.elapsed());
+        point
+    }
+
+    fn count_decision(&self, d: &DecisionAudit) {
+        self.metrics.decision(d.action, d.outcome, &d.decided_by);
+        if let Some(us) = d.latency_us {
+            self.metrics.decision_latency(Duration::from_micros(us));
+        }
     }
 
     /// Records the daemon's start or stop (with the loss counters as they are).
@@ -1823,6 +1872,34 @@ impl Daemon {
             path_unresolved: false,
             dev: 0,
             ino: 0,
+        }
+    }
+}
+
+/// What the HTTP listener serves from the daemon.
+struct HttpSource(Arc<Daemon>);
+
+impl http::Source for HttpSource {
+    fn metrics(&self) -> String {
+        let daemon = &self.0;
+        let status = daemon.status();
+        daemon.metrics.render(&metrics::Snapshot {
+            backend: status.backend,
+            policy_version: status.policy_version,
+            holds_pending: status.pending_approvals as u64,
+            tracked_processes: status.tracked_processes as u64,
+            kernel_counters: status.counters,
+            audit: daemon.audit.stats(),
+            audit_failing: status.audit.failing.is_some(),
+        })
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match lock(&self.0.audit_failing).as_ref() {
+            Some(why) => Err(format!(
+                "audit log cannot be written ({why}): agent execs and matched opens are refused"
+            )),
+            None => Ok(()),
         }
     }
 }
