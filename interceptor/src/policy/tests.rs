@@ -760,6 +760,8 @@ fn docs_policy_md_documents_every_field_of_the_schema() {
         "once",
         "exact-argv",
         "binary",
+        "enforce",
+        "monitor",
         "low",
         "medium",
         "high",
@@ -972,4 +974,433 @@ action = "ask"
         home: None,
     });
     assert_eq!(d.action, Action::Ask);
+}
+
+// ------------------------------------------------------------------ shadow mode
+
+const SHADOW_POLICY: &str = r#"
+version = 1
+[[rule]]
+name = "git-recorded"
+operation = "exec"
+binary = "/usr/bin/git"
+action = "audit"
+[[rule]]
+name = "force-push-would-ask"
+operation = "exec"
+binary = "/usr/bin/git"
+any_arg = ["--force"]
+mode = "monitor"
+action = "ask"
+reason = "force pushes rewrite shared history"
+controls = ["SOC2:CC8.1"]
+[[rule]]
+name = "shred-asks"
+operation = "exec"
+binary = "/usr/bin/shred"
+action = "ask"
+[[rule]]
+name = "shred-would-deny"
+operation = "exec"
+binary = "/usr/bin/shred"
+mode = "monitor"
+action = "deny"
+[[rule]]
+name = "rm-denied"
+operation = "exec"
+binary = "/usr/bin/rm"
+action = "deny"
+[[rule]]
+name = "rm-would-ask"
+operation = "exec"
+binary = "/usr/bin/rm"
+mode = "monitor"
+action = "ask"
+[[test]]
+name = "force push runs, and would have asked"
+exec = ["git", "push", "--force"]
+expect = "audit"
+expect_shadow = "ask"
+expect_rule = "git-recorded"
+expect_matched = ["git-recorded", "force-push-would-ask"]
+[[test]]
+name = "shred is still held; the monitor rule would deny"
+exec = ["shred", "x"]
+expect = "ask"
+expect_shadow = "deny"
+"#;
+
+#[test]
+fn a_monitor_rule_is_reported_but_never_enforced() {
+    let policy = Policy::parse(SHADOW_POLICY, "shadow.toml").unwrap();
+    assert_eq!(policy.mode, Mode::Enforce);
+    assert!(
+        policy
+            .rule_named("force-push-would-ask")
+            .unwrap()
+            .1
+            .is_monitor()
+    );
+
+    let d = policy.evaluate_exec(&exec("/usr/bin/git", &["git", "push", "--force"]));
+    assert_eq!(d.action, Action::Audit, "the monitor rule does not hold");
+    assert_eq!(d.winner.as_ref().unwrap().name, "git-recorded");
+    assert_eq!(
+        d.matched
+            .iter()
+            .map(|m| (m.name.as_str(), m.monitor))
+            .collect::<Vec<_>>(),
+        [("git-recorded", false), ("force-push-would-ask", true)]
+    );
+    let shadow = d.shadow.as_ref().expect("the would-be ask is reported");
+    assert_eq!(
+        (
+            shadow.action,
+            shadow.winner.name.as_str(),
+            shadow.winner.rule_id
+        ),
+        (Action::Ask, "force-push-would-ask", 2)
+    );
+    assert_eq!(shadow.reason, "force pushes rewrite shared history");
+    assert_eq!(shadow.controls, ["SOC2:CC8.1"]);
+    assert!(
+        d.controls.is_empty(),
+        "the enforced winner's tags, not the monitor rule's"
+    );
+
+    let d = policy.evaluate_exec(&exec("/usr/bin/git", &["git", "push"]));
+    assert_eq!((d.action, d.shadow.is_none()), (Action::Audit, true));
+
+    // Stricter enforced rules stay; a monitor rule only shows when it is stricter still.
+    let d = policy.evaluate_exec(&exec("/usr/bin/shred", &["shred", "x"]));
+    assert_eq!(d.action, Action::Ask);
+    assert_eq!(d.shadow.as_ref().map(|s| s.action), Some(Action::Deny));
+    let d = policy.evaluate_exec(&exec("/usr/bin/rm", &["rm", "x"]));
+    assert_eq!((d.action, d.shadow.is_none()), (Action::Deny, true));
+
+    // The daemon tells a monitor rule by its kernel id.
+    assert_eq!(
+        policy.monitor_rule(2).map(|(r, a)| (r.name.as_str(), a)),
+        Some(("force-push-would-ask", Action::Ask))
+    );
+    assert!(policy.monitor_rule(1).is_none());
+
+    let failures: Vec<_> = policy
+        .run_tests()
+        .into_iter()
+        .filter_map(|r| r.failure)
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn a_monitor_policy_watches_every_rule_but_those_that_say_enforce() {
+    let text = r#"
+version = 1
+mode = "monitor"
+[[rule]]
+name = "sudo-would-ask"
+operation = "exec"
+basename = "sudo"
+action = "ask"
+[[rule]]
+name = "ssh-keys-denied"
+operation = "open"
+path = "~/.ssh/id_*"
+mode = "enforce"
+action = "deny"
+[[rule]]
+name = "env-would-ask"
+operation = "open"
+path = "**/.env"
+action = "ask"
+"#;
+    let policy = Policy::parse(text, "monitor.toml").unwrap();
+    assert_eq!(policy.mode, Mode::Monitor);
+    let modes: Vec<Mode> = policy.rules.iter().map(|r| r.mode).collect();
+    assert_eq!(modes, [Mode::Monitor, Mode::Enforce, Mode::Monitor]);
+
+    let d = policy.evaluate_exec(&exec("/usr/bin/sudo", &["sudo", "id"]));
+    assert_eq!(d.action, Action::Audit, "the default applies");
+    assert!(d.winner.is_none());
+    assert!(
+        d.reason.starts_with("no enforced rule matched"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(d.shadow.map(|s| s.action), Some(Action::Ask));
+
+    let open = |path: &str| OpenContext {
+        agent: None,
+        uid: None,
+        path: path.into(),
+        access: AccessMode::READ,
+        home: Some("/home/agent".into()),
+    };
+    assert_eq!(
+        policy
+            .evaluate_open(&open("/home/agent/.ssh/id_rsa"))
+            .action,
+        Action::Deny
+    );
+    let d = policy.evaluate_open(&open("/srv/app/.env"));
+    assert_eq!(
+        (d.action, d.shadow.map(|s| s.action)),
+        (Action::Allow, Some(Action::Ask))
+    );
+
+    // Command-line rules are enforced even in a monitor policy.
+    let mut policy = policy;
+    policy.add_cli_rule(Action::Deny, "/usr/bin/sudo");
+    let d = policy.evaluate_exec(&exec("/usr/bin/sudo", &["sudo", "id"]));
+    assert_eq!((d.action, d.shadow.is_none()), (Action::Deny, true));
+
+    // No monitor rule compiles to a fallback: nothing is held because of it.
+    let compiled = policy.compile();
+    assert!(compiled.exec_fallback.is_none(), "{compiled:?}");
+    assert_eq!(compiled.monitored_in_userspace, ["sudo-would-ask"]);
+}
+
+#[test]
+fn an_expect_shadow_case_fails_when_no_monitor_rule_would_be_stricter() {
+    let text = format!(
+        "{SHADOW_POLICY}\n[[test]]\nname = \"plain push\"\nexec = [\"git\", \"push\"]\nexpect = \"audit\"\nexpect_shadow = \"ask\"\n"
+    );
+    let policy = Policy::parse(&text, "shadow.toml").unwrap();
+    let results = policy.run_tests();
+    let last = results.last().unwrap();
+    assert!(!last.passed);
+    assert_eq!(
+        last.failure.as_deref(),
+        Some(
+            "expected a would-be ask (monitor mode), but no monitor rule stricter than audit matched"
+        )
+    );
+    // `expect` is the enforced action: expecting the would-be one fails.
+    let text = SHADOW_POLICY.replace(
+        "expect = \"audit\"\nexpect_shadow = \"ask\"",
+        "expect = \"ask\"",
+    );
+    let policy = Policy::parse(&text, "shadow.toml").unwrap();
+    assert_eq!(
+        policy.run_tests()[0].failure.as_deref(),
+        Some("expected ask, got audit")
+    );
+}
+
+#[test]
+fn monitor_rules_never_put_ask_or_deny_in_the_kernel() {
+    let dir = Scratch::new("policy-shadow-compile");
+    let git = dir.file("git");
+    let shred = dir.file("shred");
+    let rm = dir.file("rm");
+    let curl = dir.file("curl");
+    let keys = dir.0.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let keys = keys.to_str().unwrap();
+    let text = SHADOW_POLICY
+        .replace("/usr/bin/git", &git)
+        .replace("/usr/bin/shred", &shred)
+        .replace("/usr/bin/rm", &rm)
+        + &format!(
+            r#"
+[[rule]]
+name = "curl-would-deny"
+operation = "exec"
+binary = "{curl}"
+mode = "monitor"
+action = "deny"
+[[rule]]
+name = "keys-denied"
+operation = "open"
+path = "{keys}/**"
+action = "deny"
+[[rule]]
+name = "one-key-would-ask"
+operation = "open"
+path = "{keys}/deploy.pem"
+mode = "monitor"
+action = "ask"
+[[rule]]
+name = "tokens-would-deny"
+operation = "open"
+path = "/srv/tokens/**"
+mode = "monitor"
+action = "deny"
+"#
+        );
+    let policy = Policy::parse(&text, "p.toml").unwrap();
+    let compiled = policy.compile();
+    let entry = |path: &str| {
+        let e = compiled.exec.iter().find(|e| e.path == path).unwrap();
+        (
+            e.action,
+            e.decided_by,
+            policy.rule(e.rule_id).unwrap().name.as_str(),
+            e.shadow,
+        )
+    };
+    assert_eq!(
+        entry(&curl),
+        (
+            Action::Audit,
+            DecidedBy::Kernel,
+            "curl-would-deny",
+            Some(Action::Deny)
+        ),
+        "only a monitor rule names curl: it runs and is reported under that rule"
+    );
+    assert_eq!(
+        entry(&git),
+        (
+            Action::Audit,
+            DecidedBy::Kernel,
+            "force-push-would-ask",
+            Some(Action::Ask)
+        ),
+        "the argv monitor rule tags git without holding it"
+    );
+    assert_eq!(
+        entry(&shred),
+        (Action::Ask, DecidedBy::Userspace, "shred-asks", None),
+        "still held; userspace judges first so the would-be deny is seen"
+    );
+    assert_eq!(
+        entry(&rm),
+        (Action::Deny, DecidedBy::Kernel, "rm-denied", None),
+        "an enforced rule at least as strict wins"
+    );
+    assert!(compiled.exec_fallback.is_none());
+
+    let opens: Vec<(String, Action, Option<Action>)> = compiled
+        .open
+        .iter()
+        .map(|o| {
+            (
+                policy.rule(o.rule_id).unwrap().name.clone(),
+                o.action,
+                o.shadow,
+            )
+        })
+        .collect();
+    assert_eq!(
+        opens,
+        [
+            ("keys-denied".to_string(), Action::Deny, None),
+            (
+                "tokens-would-deny".to_string(),
+                Action::Audit,
+                Some(Action::Deny)
+            ),
+        ],
+        "a monitor entry inside an enforced deny directory would hide it (longest match wins in the kernel), so it is left out"
+    );
+}
+
+fn to_toml_with_modes(rules: &[GenRule], monitor: &[bool], keep_monitor: bool) -> String {
+    let kept: Vec<(usize, GenRule, bool)> = rules
+        .iter()
+        .zip(monitor)
+        .enumerate()
+        .filter(|(_, (_, m))| keep_monitor || !**m)
+        .map(|(i, (r, m))| (i, r.clone(), *m))
+        .collect();
+    let base = to_toml(&kept.iter().map(|(_, r, _)| r.clone()).collect::<Vec<_>>());
+    // Rename rules back to their index in the full list and mark monitor ones.
+    let mut out = String::new();
+    let mut n = 0;
+    for line in base.lines() {
+        if let Some(rest) = line.strip_prefix("name = \"r") {
+            let local: usize = rest.trim_end_matches('"').parse().unwrap();
+            let (i, _, m) = &kept[local];
+            out += &format!("name = \"r{i}\"\n");
+            if *m {
+                out += "mode = \"monitor\"\n";
+            }
+            n += 1;
+        } else {
+            out += line;
+            out += "\n";
+        }
+    }
+    assert_eq!(n, kept.len());
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Monitor rules never change the enforced decision, and the shadow is there exactly
+    /// when the strictest matching monitor rule is stricter than what is enforced.
+    #[test]
+    fn monitor_rules_never_change_the_enforced_action(
+        rules in proptest::collection::vec(gen_rule(), 1..12),
+        monitor in proptest::collection::vec(any::<bool>(), 12),
+        binary in 0..BINARIES.len(),
+        args in proptest::collection::vec(0..WORDS.len(), 0..4),
+    ) {
+        let with = Policy::parse(&to_toml_with_modes(&rules, &monitor, true), "with.toml").unwrap();
+        let without = Policy::parse(&to_toml_with_modes(&rules, &monitor, false), "without.toml").unwrap();
+        let mut argv = vec!["cmd".to_string()];
+        argv.extend(args.iter().map(|w| WORDS[*w].to_string()));
+        let ctx = ExecContext { argv, ..exec(BINARIES[binary], &[]) };
+        let d = with.evaluate_exec(&ctx);
+        let e = without.evaluate_exec(&ctx);
+        prop_assert_eq!(d.action, e.action);
+        prop_assert_eq!(d.winner.map(|w| w.name), e.winner.map(|w| w.name));
+
+        let watched: Vec<&RuleMatch> = d.matched.iter().filter(|m| m.monitor).collect();
+        let strictest = watched.iter().map(|m| m.action).max();
+        match strictest {
+            Some(a) if a > d.action => {
+                let s = d.shadow.as_ref().expect("a stricter monitor rule matched");
+                prop_assert_eq!(s.action, a);
+                let first = watched.iter().find(|m| m.action == a).unwrap();
+                prop_assert_eq!(&s.winner.name, &first.name);
+            }
+            _ => prop_assert!(d.shadow.is_none()),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Adding monitor rules never changes what the kernel does to an exec: an entry that
+    /// runs it still runs it (`audit` at most), one that holds still holds, a deny stays.
+    #[test]
+    fn monitor_rules_never_change_what_the_kernel_enforces(
+        rules in proptest::collection::vec(gen_rule(), 1..10),
+        monitor in proptest::collection::vec(any::<bool>(), 10),
+    ) {
+        let dir = Scratch::new("policy-shadow-prop");
+        let files: Vec<String> = ["alpha", "beta", "gamma"].iter().map(|n| dir.file(n)).collect();
+        let compile = |keep_monitor: bool| {
+            let mut text = to_toml_with_modes(&rules, &monitor, keep_monitor);
+            for (b, f) in BINARIES.iter().zip(&files) {
+                text = text.replace(&format!("\"{b}\""), &format!("\"{f}\""));
+            }
+            let policy = Policy::parse(&text, "gen.toml").unwrap();
+            let compiled = policy.compile();
+            (policy, compiled)
+        };
+        let (policy, with) = compile(true);
+        let (_, without) = compile(false);
+        prop_assert_eq!(with.exec_fallback.is_some(), without.exec_fallback.is_some());
+        // What the kernel does: runs (no entry, allow, audit), holds, or denies.
+        let class = |c: &CompiledPolicy, key: InodeKey| match c.exec.iter().find(|e| e.key == key) {
+            None => Action::Allow,
+            Some(e) if e.action <= Action::Audit => Action::Allow,
+            Some(e) => e.action,
+        };
+        for file in &files {
+            let meta = std::fs::metadata(file).unwrap();
+            let key = InodeKey { dev: kernel_dev(meta.dev()), ino: meta.ino() };
+            prop_assert_eq!(class(&with, key), class(&without, key), "{}", file);
+            if let Some(e) = with.exec.iter().find(|e| e.key == key && e.shadow.is_some()) {
+                prop_assert_eq!(e.action, Action::Audit);
+                prop_assert!(policy.monitor_rule(e.rule_id).is_some());
+            }
+        }
+    }
 }
