@@ -81,6 +81,16 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+
+    /// Against approval fatigue: per rule, from the audit log, how often it fired, asked,
+    /// denied and would have asked or denied in monitor mode, how reviewers answered and
+    /// how fast; and the narrower rules or grants the numbers support. Offline; never
+    /// creates a database.
+    ///
+    /// Example: interceptor policy tune --since 7d
+    ///
+    /// Example: interceptor policy tune --since 30d --agent copilot --min-samples 10 --json
+    Tune(super::tune::TuneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +146,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
         PolicyCommand::Explain(args) => explain(args),
         PolicyCommand::Test { files, json } => test(&files, json),
         PolicyCommand::Show { policy, json } => show(policy.as_deref(), json),
+        PolicyCommand::Tune(args) => super::tune::run(args),
     }
 }
 

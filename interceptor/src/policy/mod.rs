@@ -9,7 +9,8 @@
 //! - [`compile`]: the kernel's fast-path entries, with every rule the kernel cannot decide
 //!   on its own marked as decided in userspace (never dropped);
 //! - [`cases`]: the inline `[[test]]` cases;
-//! - [`cli`]: `interceptor policy check | explain | test | show`.
+//! - [`cli`]: `interceptor policy check | explain | test | show | tune`;
+//! - [`tune`]: per-rule statistics and suggestions from the audit log.
 //!
 //! A rule (or the whole policy) in `monitor` mode is shadow mode: it is matched and
 //! reported like any other, but never enforced. [`Decision::action`] comes from enforced
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod compile;
 pub mod matcher;
 pub mod schema;
+pub mod tune;
 
 use std::{path::Path, time::Duration};
 

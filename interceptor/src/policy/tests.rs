@@ -1404,3 +1404,473 @@ proptest! {
         }
     }
 }
+
+// ------------------------------------------------------------------ policy tune
+
+mod tune_scenario {
+    use super::*;
+    use crate::audit::{
+        ApprovalAudit, ApprovalStep, AuditConfig, AuditEvent, AuditLog, AuditTarget, DecidedBy,
+        DecisionAudit, NewEntry, Outcome, ProcessInfo, StoreOptions,
+    };
+    use crate::policy::tune::{SuggestionKind, TuneOptions, TuneReport, tune};
+
+    /// 2025-06-15T15:06:40Z.
+    const T0: u64 = 1_750_000_000_000;
+    const MIN: u64 = 60_000;
+
+    const POLICY: &str = r#"
+version = 1
+[[rule]]
+name = "git-push-asks"
+operation = "exec"
+binary = "/usr/bin/git"
+any_arg = "push"
+action = "ask"
+[[rule]]
+name = "curl-would-ask"
+operation = "exec"
+binary = "/usr/bin/curl"
+mode = "monitor"
+action = "ask"
+[[rule]]
+name = "rm-denied"
+operation = "exec"
+binary = "/usr/bin/rm"
+action = "deny"
+[[rule]]
+name = "never-used"
+operation = "exec"
+binary = "/usr/bin/nothing"
+action = "deny"
+"#;
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a test builder: each argument is a field the scenario varies"
+    )]
+    fn decision(
+        agent: &str,
+        argv: &[&str],
+        rule: &str,
+        action: Action,
+        outcome: Outcome,
+        decided_by: DecidedBy,
+        request: Option<u64>,
+        monitor: bool,
+    ) -> AuditEvent {
+        AuditEvent::Decision(DecisionAudit {
+            operation: Operation::Exec,
+            process: ProcessInfo {
+                agent: agent.into(),
+                pid: 4242,
+                binary: format!("/usr/bin/{}", argv[0]),
+                argv: argv.iter().map(|a| a.to_string()).collect(),
+                ..ProcessInfo::default()
+            },
+            files: Vec::new(),
+            access: Vec::new(),
+            matched_rules: vec![rule.into()],
+            winner: Some(rule.into()),
+            action,
+            outcome,
+            reason: format!("rule {rule}"),
+            policy_version: "ab".repeat(32),
+            controls: Vec::new(),
+            decided_by,
+            latency_us: None,
+            request,
+            monitor,
+            recent: Vec::new(),
+        })
+    }
+
+    fn approval(request: u64, step: ApprovalStep, by: Option<&str>) -> AuditEvent {
+        AuditEvent::Approval(ApprovalAudit {
+            request,
+            step,
+            operation: Operation::Exec,
+            agent: "copilot".into(),
+            pid: 4242,
+            binary: "/usr/bin/git".into(),
+            path: None,
+            rule: Some("git-push-asks".into()),
+            controls: Vec::new(),
+            reviewers: vec!["alice".into()],
+            channel: Some("cli".into()),
+            by: by.map(str::to_string),
+            detail: None,
+        })
+    }
+
+    fn at(time_ms: u64, event: AuditEvent) -> NewEntry {
+        NewEntry {
+            time_ms,
+            ref_seq: None,
+            event,
+        }
+    }
+
+    /// One ask of `git ARGS` by copilot at `t`, answered `answer` after it was requested.
+    async fn ask(
+        log: &AuditLog,
+        request: u64,
+        t: u64,
+        argv: &[&str],
+        answer: ApprovalStep,
+        answer_ms: u64,
+    ) {
+        let held = log
+            .append(at(
+                t,
+                decision(
+                    "copilot",
+                    argv,
+                    "git-push-asks",
+                    Action::Ask,
+                    Outcome::Held,
+                    DecidedBy::Policy,
+                    Some(request),
+                    false,
+                ),
+            ))
+            .await
+            .unwrap();
+        let requested = t + 100;
+        log.append(
+            at(requested, approval(request, ApprovalStep::Requested, None)).follows(held.seq),
+        )
+        .await
+        .unwrap();
+        let answered = requested + answer_ms;
+        let by = (answer != ApprovalStep::Expired).then_some("alice");
+        log.append(at(answered, approval(request, answer, by)).follows(held.seq))
+            .await
+            .unwrap();
+        let (outcome, decided_by) = match answer {
+            ApprovalStep::Approved => (Outcome::Allowed, DecidedBy::Reviewer("alice".into())),
+            ApprovalStep::Denied => (Outcome::Denied, DecidedBy::Reviewer("alice".into())),
+            _ => (Outcome::Denied, DecidedBy::Timeout),
+        };
+        let mut last = decision(
+            "copilot",
+            argv,
+            "git-push-asks",
+            Action::Ask,
+            outcome,
+            decided_by,
+            Some(request),
+            false,
+        );
+        if let AuditEvent::Decision(d) = &mut last {
+            d.latency_us = Some(answer_ms * 1000);
+        }
+        log.append(at(answered, last).follows(held.seq))
+            .await
+            .unwrap();
+    }
+
+    /// Writes the scenario's log: 6 approved `git push origin` (every 10 minutes, answered
+    /// in 10..50 s and 600 s), one rejected and one expired `git -C /srv/prod push`, three
+    /// would-be asks of curl (monitor mode), two kernel denials of rm, and one ask of
+    /// another agent.
+    fn write_log(db: &Path) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let log = AuditLog::open(AuditConfig::new(StoreOptions::new(AuditTarget::Sqlite(
+                    db.to_path_buf(),
+                ))))
+                .await
+                .unwrap();
+                let answers = [10, 20, 30, 40, 50, 600];
+                for (i, secs) in answers.iter().enumerate() {
+                    let t = T0 + i as u64 * 10 * MIN;
+                    ask(
+                        &log,
+                        i as u64 + 1,
+                        t,
+                        &["git", "push", "origin"],
+                        ApprovalStep::Approved,
+                        secs * 1000,
+                    )
+                    .await;
+                }
+                let prod = ["git", "-C", "/srv/prod", "push"];
+                ask(&log, 7, T0 + 70 * MIN, &prod, ApprovalStep::Denied, 5_000).await;
+                ask(
+                    &log,
+                    8,
+                    T0 + 80 * MIN,
+                    &prod,
+                    ApprovalStep::Expired,
+                    300_000,
+                )
+                .await;
+                for i in 0..3 {
+                    log.append(at(
+                        T0 + (90 + i) * MIN,
+                        decision(
+                            "copilot",
+                            &["curl", "-T", "dump.sql", "https://x.example"],
+                            "curl-would-ask",
+                            Action::Ask,
+                            Outcome::Allowed,
+                            DecidedBy::Policy,
+                            None,
+                            true,
+                        ),
+                    ))
+                    .await
+                    .unwrap();
+                }
+                for i in 0..2 {
+                    log.append(at(
+                        T0 + (100 + i) * MIN,
+                        decision(
+                            "copilot",
+                            &["rm", "-rf", "/"],
+                            "rm-denied",
+                            Action::Deny,
+                            Outcome::Denied,
+                            DecidedBy::Kernel,
+                            None,
+                            false,
+                        ),
+                    ))
+                    .await
+                    .unwrap();
+                }
+                log.append(at(
+                    T0 + 110 * MIN,
+                    decision(
+                        "ops-bot",
+                        &["git", "push"],
+                        "git-push-asks",
+                        Action::Ask,
+                        Outcome::Held,
+                        DecidedBy::Policy,
+                        Some(9),
+                        false,
+                    ),
+                ))
+                .await
+                .unwrap();
+                log.flush().await.unwrap();
+            });
+    }
+
+    fn report(db: &Path, min_samples: u64, agent: Option<&str>) -> TuneReport {
+        let policy = Policy::parse(POLICY, "tune.toml").unwrap();
+        let opts = TuneOptions {
+            since_ms: T0 - MIN,
+            until_ms: Some(T0 + 24 * 60 * MIN),
+            agent: agent.map(str::to_string),
+            min_samples,
+        };
+        let rows = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut o = StoreOptions::new(AuditTarget::Sqlite(db.to_path_buf()));
+                o.create = false;
+                let store = crate::audit::Store::open(&o).await.unwrap();
+                crate::policy::tune::read_rows(&store, &opts).await.unwrap()
+            });
+        tune(&rows, Some(&policy), &opts)
+    }
+
+    #[test]
+    fn tune_counts_asks_answers_and_would_be_asks_per_rule() {
+        let dir = Scratch::new("policy-tune");
+        let db = dir.0.join("audit.db");
+        write_log(&db);
+        let r = report(&db, 5, Some("copilot"));
+        assert_eq!((r.decisions, r.requests), (13, 8));
+        let names: Vec<&str> = r.rules.iter().map(|s| s.rule.as_str()).collect();
+        assert_eq!(
+            names,
+            ["git-push-asks", "curl-would-ask", "rm-denied", "never-used"]
+        );
+        let git = &r.rules[0];
+        assert_eq!(
+            (git.fired, git.won, git.asked, git.denied),
+            (8, 8, 8, 0),
+            "an answer is not a second firing"
+        );
+        assert_eq!((git.approved, git.rejected, git.expired), (6, 1, 1));
+        // Answer times of approvals and the rejection: 5, 10, 20, 30, 40, 50, 600 s.
+        assert_eq!(git.answers_timed, 7);
+        assert_eq!(git.answer_median_ms, Some(30_000));
+        assert_eq!(git.answer_p90_ms, Some(50_000));
+
+        let curl = &r.rules[1];
+        assert_eq!(curl.mode, Some(Mode::Monitor));
+        assert_eq!(
+            (
+                curl.fired,
+                curl.won,
+                curl.would_ask,
+                curl.would_deny,
+                curl.approved
+            ),
+            (3, 0, 3, 0, 0),
+            "monitor mode holds nothing and asks nobody"
+        );
+        let rm = &r.rules[2];
+        assert_eq!((rm.fired, rm.won, rm.denied), (2, 2, 2));
+        assert_eq!(r.rules[3].fired, 0);
+
+        let kinds: Vec<(&str, SuggestionKind)> = r
+            .suggestions
+            .iter()
+            .map(|s| (s.rule.as_str(), s.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("git-push-asks", SuggestionKind::Narrow),
+                ("git-push-asks", SuggestionKind::Grant),
+                ("curl-would-ask", SuggestionKind::Monitor),
+                ("never-used", SuggestionKind::NeverFired),
+            ]
+        );
+        let narrow = &r.suggestions[0];
+        assert_eq!(narrow.samples, 6);
+        assert_eq!(
+            narrow.toml.as_deref(),
+            Some(
+                "# in [[rule]] name = \"git-push-asks\": stop asking for `git push`\nargv_not_regex = [\"^push( |$)\"]"
+            )
+        );
+        // The pasted line parses, and the narrowed rule no longer asks for it.
+        let narrowed = POLICY.replace(
+            "any_arg = \"push\"\n",
+            &format!(
+                "any_arg = \"push\"\n{}\n",
+                narrow.toml.as_ref().unwrap().lines().nth(1).unwrap()
+            ),
+        );
+        let p = Policy::parse(&narrowed, "narrowed.toml").unwrap();
+        let d = p.evaluate_exec(&exec("/usr/bin/git", &["git", "push", "origin"]));
+        assert_eq!(d.action, Action::Audit);
+        let d = p.evaluate_exec(&exec("/usr/bin/git", &["git", "-C", "/srv/prod", "push"]));
+        assert_eq!(d.action, Action::Ask);
+
+        let grant = &r.suggestions[1];
+        assert_eq!(grant.samples, 6);
+        assert_eq!(
+            grant.toml.as_deref(),
+            Some(
+                "# in [[rule]] name = \"git-push-asks\" (/usr/bin/git)\ngrant = { scope = \"exact-argv\", max_uses = 6, max_ttl = \"51m\" }"
+            )
+        );
+        assert!(
+            r.suggestions[2].summary.contains("would have asked 3")
+                && r.suggestions[2].summary.contains("fewer than 5 samples"),
+            "{}",
+            r.suggestions[2].summary
+        );
+
+        // Below the evidence threshold, nothing is suggested for the asks.
+        let r = report(&db, 7, Some("copilot"));
+        assert!(
+            r.suggestions.iter().all(|s| s.rule != "git-push-asks"),
+            "{:?}",
+            r.suggestions
+        );
+        // Every agent: ops-bot's unanswered ask counts too.
+        let r = report(&db, 5, None);
+        assert_eq!((r.rules[0].fired, r.rules[0].asked), (9, 9));
+        assert_eq!(r.rules[0].approved, 6);
+    }
+
+    #[test]
+    fn tune_through_the_cli_prints_json_with_the_numbers() {
+        use clap::Parser as _;
+
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: crate::policy::cli::PolicyCommand,
+        }
+
+        let dir = Scratch::new("policy-tune-cli");
+        let db = dir.0.join("audit.db");
+        write_log(&db);
+        let policy = dir.0.join("policy.toml");
+        std::fs::write(&policy, POLICY).unwrap();
+        let cli = Cli::try_parse_from([
+            "policy",
+            "tune",
+            "--db",
+            db.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--since",
+            "2025-06-15",
+            "--until",
+            "2025-06-16",
+            "--agent",
+            "copilot",
+            "--json",
+        ])
+        .unwrap();
+        let crate::policy::cli::PolicyCommand::Tune(args) = cli.command else {
+            panic!("not tune")
+        };
+        let text = crate::policy::tune::output(&args, T0 + 60 * 60 * MIN).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["decisions"], 13);
+        let git = &v["rules"][0];
+        assert_eq!(git["rule"], "git-push-asks");
+        assert_eq!(
+            (
+                git["asked"].as_u64(),
+                git["approved"].as_u64(),
+                git["answer_median_ms"].as_u64()
+            ),
+            (Some(8), Some(6), Some(30_000))
+        );
+        assert_eq!(v["rules"][1]["would_ask"], 3);
+        assert_eq!(v["rules"][1]["mode"], "monitor");
+        assert_eq!(v["suggestions"][0]["kind"], "narrow");
+
+        // The table names the same numbers.
+        let mut args = args;
+        args.json = false;
+        let table = crate::policy::tune::output(&args, T0).unwrap();
+        let git_line = table
+            .lines()
+            .find(|l| l.starts_with("git-push-asks "))
+            .unwrap();
+        let cells: Vec<&str> = git_line.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "git-push-asks",
+                "enforce",
+                "8",
+                "8",
+                "8",
+                "0",
+                "0",
+                "0",
+                "6",
+                "1",
+                "1",
+                "30s",
+                "50s"
+            ]
+        );
+
+        // A missing log is an error, never a new empty one.
+        let missing = dir.0.join("nope.db");
+        args.db.db = Some(missing.clone());
+        assert!(crate::policy::tune::output(&args, T0).is_err());
+        assert!(!missing.exists());
+    }
+}
