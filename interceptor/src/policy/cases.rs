@@ -1,5 +1,6 @@
 //! Inline test cases (`[[test]]`): an operation, the agent doing it, and the decision the
-//! policy must take. `interceptor policy test` runs them, and so does `cargo test` for
+//! policy must take. `expect` is the enforced action; `expect_shadow` the would-be action
+//! of a stricter `monitor` rule (shadow mode). `interceptor policy test` runs them, and so does `cargo test` for
 //! every shipped policy.
 
 use serde::Serialize;
@@ -45,8 +46,12 @@ pub struct TestCase {
     pub agent: Option<String>,
     pub uid: Option<u32>,
     pub operation: TestOperation,
+    /// The enforced action.
     pub expect: Action,
-    /// The rule that must win.
+    /// The would-be action of the strictest matching `monitor` rule, which must be stricter
+    /// than `expect` ([`Decision::shadow`]); `None`: not checked.
+    pub expect_shadow: Option<Action>,
+    /// The enforced rule that must win.
     pub expect_rule: Option<String>,
     /// Exactly the rules that must match, in any order.
     pub expect_matched: Option<Vec<String>>,
@@ -121,6 +126,19 @@ impl TestCase {
         let mut problems = Vec::new();
         if decision.action != self.expect {
             problems.push(format!("expected {}, got {}", self.expect, decision.action));
+        }
+        if let Some(want) = self.expect_shadow {
+            match &decision.shadow {
+                Some(shadow) if shadow.action == want => {}
+                Some(shadow) => problems.push(format!(
+                    "expected a would-be {want} (monitor mode), got would-be {} by rule {}",
+                    shadow.action, shadow.winner.name
+                )),
+                None => problems.push(format!(
+                    "expected a would-be {want} (monitor mode), but no monitor rule stricter than {} matched",
+                    decision.action
+                )),
+            }
         }
         if let Some(rule) = &self.expect_rule {
             let got = decision.winner.as_ref().map(|w| w.name.as_str());

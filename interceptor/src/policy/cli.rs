@@ -81,6 +81,16 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+
+    /// Against approval fatigue: per rule, from the audit log, how often it fired, asked,
+    /// denied and would have asked or denied in monitor mode, how reviewers answered and
+    /// how fast; and the narrower rules or grants the numbers support. Offline; never
+    /// creates a database.
+    ///
+    /// Example: interceptor policy tune --since 7d
+    ///
+    /// Example: interceptor policy tune --since 30d --agent copilot --min-samples 10 --json
+    Tune(super::tune::TuneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +146,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
         PolicyCommand::Explain(args) => explain(args),
         PolicyCommand::Test { files, json } => test(&files, json),
         PolicyCommand::Show { policy, json } => show(policy.as_deref(), json),
+        PolicyCommand::Tune(args) => super::tune::run(args),
     }
 }
 
@@ -159,7 +170,11 @@ struct CheckReport {
     ok: bool,
     error: Option<ErrorReport>,
     version: Option<String>,
+    /// The policy's `mode` (`enforce` or `monitor`).
+    mode: Option<super::Mode>,
     rules: usize,
+    /// Rules in `monitor` mode: reported, never enforced.
+    monitor_rules: Vec<String>,
     tests: usize,
     warnings: Vec<String>,
 }
@@ -180,9 +195,11 @@ fn check(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
                 ok: true,
                 error: None,
                 version: Some(p.version().to_string()),
+                mode: Some(p.mode),
                 rules: p.rules.len(),
+                monitor_rules: monitor_rules(&p),
                 tests: p.tests.len(),
-                warnings: p.compile().warnings(),
+                warnings: [p.compile().warnings(), monitor_warnings(&p)].concat(),
             },
             Err(e) => CheckReport {
                 file,
@@ -205,7 +222,9 @@ fn check(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
                     },
                 }),
                 version: None,
+                mode: None,
                 rules: 0,
+                monitor_rules: Vec::new(),
                 tests: 0,
                 warnings: Vec::new(),
             },
@@ -218,8 +237,13 @@ fn check(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
         for r in &reports {
             match &r.error {
                 None => {
+                    let monitored = match (r.mode, r.monitor_rules.len()) {
+                        (Some(super::Mode::Monitor), _) => " (policy in monitor mode)".to_string(),
+                        (_, 0) => String::new(),
+                        (_, n) => format!(" ({n} in monitor mode)"),
+                    };
                     println!(
-                        "ok    {}: {} rules, {} tests, version {}",
+                        "ok    {}: {} rules{monitored}, {} tests, version {}",
                         r.file,
                         r.rules,
                         r.tests,
@@ -241,6 +265,34 @@ fn check(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Names of the rules in `monitor` mode.
+fn monitor_rules(policy: &Policy) -> Vec<String> {
+    policy
+        .rules
+        .iter()
+        .filter(|r| r.is_monitor())
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// What shadow mode does not cover: `[defaults]` are always enforced.
+fn monitor_warnings(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    if policy.mode == super::Mode::Monitor {
+        for (what, action) in [
+            ("exec", policy.defaults.exec),
+            ("open", policy.defaults.open),
+        ] {
+            if action >= super::Action::Ask {
+                out.push(format!(
+                    "the policy is in monitor mode, but [defaults] {what} = \"{action}\" is enforced: defaults have no monitor mode"
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn short(version: &str) -> &str {
@@ -494,22 +546,36 @@ fn print_explanation(e: &Explanation, policy: &Policy, depth: usize) {
         println!("{pad}note:     {n}");
     }
     let d = &e.decision;
+    let enforced = d.matched.iter().filter(|m| !m.monitor).count();
     match &d.winner {
         Some(w) => {
             let line = policy.rule(w.rule_id).map_or(0, |r| r.line);
             println!(
-                "{pad}decision: {} by rule {} (line {line}): the most restrictive of {} matching rule(s)",
+                "{pad}decision: {} by rule {} (line {line}): the most restrictive of {enforced} enforced matching rule(s)",
                 d.action.as_str().to_uppercase(),
                 w.name,
-                d.matched.len()
             );
         }
+        None if enforced == 0 && !d.matched.is_empty() => println!(
+            "{pad}decision: {} (no enforced rule matched)",
+            d.action.as_str().to_uppercase()
+        ),
         None => println!(
             "{pad}decision: {} (no rule matched)",
             d.action.as_str().to_uppercase()
         ),
     }
     println!("{pad}reason:   {}", d.reason);
+    if let Some(shadow) = &d.shadow {
+        let line = policy.rule(shadow.winner.rule_id).map_or(0, |r| r.line);
+        println!(
+            "{pad}shadow:   would {} (monitor mode): {}; rule {} (line {line}): {}",
+            shadow.action,
+            enforced_outcome(d.action),
+            shadow.winner.name,
+            shadow.reason
+        );
+    }
     if !d.controls.is_empty() {
         println!("{pad}controls: {}", d.controls.join(", "));
     }
@@ -532,15 +598,29 @@ fn print_explanation(e: &Explanation, policy: &Policy, depth: usize) {
             format!("  (assumed: {})", m.assumed.join(", "))
         };
         println!(
-            "{pad}  matched #{:<3} {:<6} {}{assumed}",
+            "{pad}  matched #{:<3} {:<6} {}{}{assumed}",
             m.rule_id,
             m.action.as_str(),
-            m.name
+            m.name,
+            if m.monitor {
+                "  [monitor: not enforced]"
+            } else {
+                ""
+            }
         );
     }
     if let Some(then) = &e.then {
         println!("{pad}then:");
         print_explanation(then, policy, depth + 1);
+    }
+}
+
+/// What happens to an operation under an enforced action.
+fn enforced_outcome(action: super::Action) -> &'static str {
+    match action {
+        super::Action::Allow | super::Action::Audit => "allowed",
+        super::Action::Ask => "held for a reviewer",
+        super::Action::Deny => "denied",
     }
 }
 
@@ -588,12 +668,14 @@ fn test(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
                     .winner
                     .as_ref()
                     .map_or("(default)", |w| w.name.as_str());
+                let shadow = c.decision.shadow.as_ref().map_or(String::new(), |s| {
+                    format!("  (would {} by {}, monitor mode)", s.action, s.winner.name)
+                });
                 println!(
-                    "  {} {:<48} {:<6} {}",
+                    "  {} {:<48} {:<6} {winner}{shadow}",
                     if c.passed { "PASS" } else { "FAIL" },
                     c.name,
                     c.decision.action.as_str(),
-                    winner
                 );
                 if let Some(f) = &c.failure {
                     println!("       {f}");
@@ -614,7 +696,9 @@ fn test(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
 struct ShowReport<'a> {
     policy: &'a str,
     policy_version: &'a str,
+    mode: super::Mode,
     rules: usize,
+    monitor_rules: Vec<String>,
     agents: Vec<&'a str>,
     compiled: &'a CompiledPolicy,
     warnings: Vec<String>,
@@ -628,10 +712,12 @@ fn show(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
         let report = ShowReport {
             policy: &policy.origin,
             policy_version: policy.version(),
+            mode: policy.mode,
             rules: policy.rules.len(),
+            monitor_rules: monitor_rules(&policy),
             agents: policy.agents.iter().map(|a| a.name.as_str()).collect(),
             compiled: &compiled,
-            warnings: compiled.warnings(),
+            warnings: [compiled.warnings(), monitor_warnings(&policy)].concat(),
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
@@ -654,6 +740,20 @@ fn show(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
         policy.agents.len(),
         policy.tests.len()
     );
+    let monitored = monitor_rules(&policy);
+    match policy.mode {
+        super::Mode::Monitor => println!(
+            "mode:     monitor: rules are reported, not enforced ({} of {} rules; [defaults] stay enforced)",
+            monitored.len(),
+            policy.rules.len()
+        ),
+        super::Mode::Enforce if !monitored.is_empty() => println!(
+            "mode:     enforce, except {} rule(s) in monitor mode: {}",
+            monitored.len(),
+            monitored.join(", ")
+        ),
+        super::Mode::Enforce => println!("mode:     enforce"),
+    }
     println!(
         "defaults: exec {}, open {}, ask timeout {}s then {}",
         policy.defaults.exec,
@@ -677,7 +777,10 @@ fn show(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
                 super::DecidedBy::Userspace => "userspace",
             },
             format!("#{} {}", e.rule_id, name(e.rule_id)),
-            e.path
+            match e.shadow {
+                Some(would) => format!("{}  (monitor: would {would})", e.path),
+                None => e.path.clone(),
+            }
         );
     }
     match &compiled.exec_fallback {
@@ -714,8 +817,11 @@ fn show(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
             super::access_mask::WRITE => "write",
             _ => "any",
         };
+        let shadow = o
+            .shadow
+            .map_or(String::new(), |w| format!("  (monitor: would {w})"));
         println!(
-            "  {:<7} {:<6} #{:<3} {:<28} {target}",
+            "  {:<7} {:<6} #{:<3} {:<28} {target}{shadow}",
             o.action.as_str(),
             access,
             o.rule_id,
@@ -729,7 +835,14 @@ fn show(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
             compiled.labelled_in_userspace.join(", ")
         );
     }
-    let warnings = compiled.warnings();
+    if !compiled.monitored_in_userspace.is_empty() {
+        println!();
+        println!(
+            "monitor rules judged in userspace on every reported exec (no hold): {}",
+            compiled.monitored_in_userspace.join(", ")
+        );
+    }
+    let warnings = [compiled.warnings(), monitor_warnings(&policy)].concat();
     if !warnings.is_empty() {
         println!();
         for w in warnings {

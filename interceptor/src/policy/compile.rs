@@ -11,6 +11,13 @@
 //!
 //! An `allow` or `audit` rule never needs a hold: the exec runs either way, every agent
 //! exec is reported to the daemon, and the record is labelled by userspace.
+//!
+//! A `monitor` rule never puts `ask` or `deny` in the kernel, and never adds a hold or a
+//! fallback. Where it would have made an entry stricter than the enforced one, the entry
+//! is `audit` under the monitor rule's id with [`CompiledExecRule::shadow`] set: the exec
+//! runs, the kernel reports it, and the daemon records the would-be decision
+//! ([`Policy::evaluate_exec`] gives it as `Decision::shadow`). Monitor rules the kernel
+//! cannot pick out by inode are listed in [`CompiledPolicy::monitored_in_userspace`].
 
 use std::{collections::BTreeSet, os::unix::fs::MetadataExt as _};
 
@@ -43,6 +50,11 @@ pub struct CompiledExecRule {
     /// the kernel hold; the daemon's decision names the real winner).
     pub rule_id: u32,
     pub decided_by: DecidedBy,
+    /// Shadow mode: `rule_id` is a `monitor` rule that would have done this (`ask` or
+    /// `deny`; for a rule on argv too, only for the argv it names). The kernel verdict is
+    /// `audit`: the exec runs and is reported, and the daemon records the would-be decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Action>,
 }
 
 /// Execs the kernel cannot pick out by inode, so it must hand every one of them (for these
@@ -124,6 +136,10 @@ pub struct CompiledOpenRule {
     pub decided_by: DecidedBy,
     /// The home `~` was expanded to, if the pattern used it.
     pub home: Option<String>,
+    /// Shadow mode, as for exec entries: `rule_id` is a `monitor` rule that would have done
+    /// this; the entry's action is `audit`, so the open goes on and is reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Action>,
 }
 
 /// A policy resolved against this host's files.
@@ -141,6 +157,10 @@ pub struct CompiledPolicy {
     pub unresolved: Vec<(String, String)>,
     /// `allow`/`audit` rules the kernel does not hold for: userspace labels their records.
     pub labelled_in_userspace: Vec<String>,
+    /// `monitor` rules the kernel cannot pick out by inode (binary globs, basenames, no
+    /// program): the daemon judges every reported exec of their agents, without holding,
+    /// to record their would-be decisions.
+    pub monitored_in_userspace: Vec<String>,
     pub policy_version: String,
 }
 
@@ -189,15 +209,18 @@ impl CompiledPolicy {
 
 struct Candidate {
     rule_id: u32,
+    /// For a monitor candidate: the would-be action.
     action: Action,
     decided_by: DecidedBy,
     path: String,
+    monitor: bool,
 }
 
 pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
     let mut per_key: Vec<(InodeKey, Vec<Candidate>)> = Vec::new();
     let mut unresolved = Vec::new();
     let mut labelled = Vec::new();
+    let mut monitored = Vec::new();
     let mut fallback_because = Vec::new();
     let mut fallback_agents: Option<BTreeSet<String>> = Some(BTreeSet::new());
     let mut fallback_all = false;
@@ -209,6 +232,12 @@ pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
         };
         let spec = &m.spec;
         let kernel_only = spec.binary_only() && rule.agents.is_empty();
+        let monitor = rule.is_monitor();
+        if monitor && rule.action <= Action::Audit {
+            // Never stricter than what runs anyway: nothing for the kernel to report.
+            labelled.push(rule.name.clone());
+            continue;
+        }
         let decided_by = if kernel_only {
             DecidedBy::Kernel
         } else if rule.action >= Action::Ask {
@@ -217,9 +246,11 @@ pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
             labelled.push(rule.name.clone());
             continue;
         };
-        if decided_by == DecidedBy::Userspace
-            && (!spec.binary_glob.is_empty() || !spec.basename.is_empty() || spec.binary.is_empty())
-        {
+        let beyond_inodes =
+            !spec.binary_glob.is_empty() || !spec.basename.is_empty() || spec.binary.is_empty();
+        if monitor && decided_by == DecidedBy::Userspace && beyond_inodes {
+            monitored.push(rule.name.clone());
+        } else if decided_by == DecidedBy::Userspace && beyond_inodes {
             fallback_because.push(rule.name.clone());
             if rule.agents.is_empty() {
                 fallback_all = true;
@@ -239,13 +270,14 @@ pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
                     };
                     let candidate = Candidate {
                         rule_id,
-                        action: if decided_by == DecidedBy::Kernel {
+                        action: if decided_by == DecidedBy::Kernel || monitor {
                             rule.action
                         } else {
                             Action::Ask
                         },
                         decided_by,
                         path: path.clone(),
+                        monitor,
                     };
                     match per_key.iter_mut().find(|(k, _)| *k == key) {
                         Some((_, list)) => list.push(candidate),
@@ -274,7 +306,7 @@ pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
 
     let exec = per_key
         .into_iter()
-        .map(|(key, candidates)| merge(key, &candidates, exec_fallback.is_some()))
+        .filter_map(|(key, candidates)| merge(key, &candidates, exec_fallback.is_some()))
         .collect();
 
     CompiledPolicy {
@@ -284,24 +316,67 @@ pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
         open_default: policy.defaults.open,
         unresolved,
         labelled_in_userspace: labelled,
+        monitored_in_userspace: monitored,
         policy_version: policy.version().to_string(),
     }
 }
 
-/// One entry per binary. The kernel's own verdict stands when it is `deny`, or when no
-/// userspace rule could make it stricter; otherwise the kernel holds and userspace decides.
-fn merge(key: InodeKey, candidates: &[Candidate], fallback: bool) -> CompiledExecRule {
-    let strictest = |decided_by: DecidedBy| {
-        candidates
-            .iter()
-            .filter(|c| c.decided_by == decided_by)
-            .fold(None::<&Candidate>, |best, c| match best {
-                Some(b) if b.action >= c.action => Some(b),
-                _ => Some(c),
-            })
+/// One entry per binary, or none when only monitor rules name it under a fallback (the
+/// fallback already sends it to userspace).
+fn merge(key: InodeKey, candidates: &[Candidate], fallback: bool) -> Option<CompiledExecRule> {
+    let (watched, enforced): (Vec<&Candidate>, Vec<&Candidate>) =
+        candidates.iter().partition(|c| c.monitor);
+    let enforced = (!enforced.is_empty()).then(|| merge_enforced(key, &enforced, fallback));
+    let Some(m) = strictest(watched.iter().copied(), |_| true) else {
+        return enforced;
     };
-    let kernel = strictest(DecidedBy::Kernel);
-    let user = strictest(DecidedBy::Userspace);
+    match enforced {
+        // A held exec is judged in userspace with the whole policy, shadow included, and
+        // an enforced verdict at least as strict as the monitor rule's says it all.
+        Some(e) if e.decided_by == DecidedBy::Userspace || e.action >= m.action => Some(e),
+        // The kernel would hold for a human but the monitor rule would deny: still hold,
+        // and let userspace judge first so the would-be deny is seen.
+        Some(e) if e.action == Action::Ask => Some(CompiledExecRule {
+            decided_by: DecidedBy::Userspace,
+            ..e
+        }),
+        _ if fallback => None,
+        // Nothing stricter than audit is enforced here: run it, and report it under the
+        // monitor rule.
+        _ => Some(CompiledExecRule {
+            key,
+            path: m.path.clone(),
+            action: Action::Audit,
+            rule_id: m.rule_id,
+            decided_by: DecidedBy::Kernel,
+            shadow: Some(m.action),
+        }),
+    }
+}
+
+/// The most restrictive candidate passing `keep`; among equals, the first.
+fn strictest<'a>(
+    candidates: impl Iterator<Item = &'a Candidate>,
+    keep: impl Fn(&Candidate) -> bool,
+) -> Option<&'a Candidate> {
+    candidates
+        .filter(|c| keep(c))
+        .fold(None::<&Candidate>, |best, c| match best {
+            Some(b) if b.action >= c.action => Some(b),
+            _ => Some(c),
+        })
+}
+
+/// The entry of the enforced rules. The kernel's own verdict stands when it is `deny`, or
+/// when no userspace rule could make it stricter; otherwise the kernel holds and userspace
+/// decides.
+fn merge_enforced(key: InodeKey, candidates: &[&Candidate], fallback: bool) -> CompiledExecRule {
+    let kernel = strictest(candidates.iter().copied(), |c| {
+        c.decided_by == DecidedBy::Kernel
+    });
+    let user = strictest(candidates.iter().copied(), |c| {
+        c.decided_by == DecidedBy::Userspace
+    });
     let kernel_action = kernel.map_or(Action::Allow, |k| k.action);
     let entry = |c: &Candidate, action, decided_by| CompiledExecRule {
         key,
@@ -309,6 +384,7 @@ fn merge(key: InodeKey, candidates: &[Candidate], fallback: bool) -> CompiledExe
         action,
         rule_id: c.rule_id,
         decided_by,
+        shadow: None,
     };
     match (kernel, user) {
         (Some(k), _) if k.action == Action::Deny => entry(k, Action::Deny, DecidedBy::Kernel),
@@ -408,6 +484,11 @@ fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
         let RuleMatcher::Open(m) = &rule.matcher else {
             continue;
         };
+        let monitor = rule.is_monitor();
+        if monitor && rule.action == Action::Allow {
+            // Never stricter than anything: a monitor allow rule has nothing to report.
+            continue;
+        }
         let access = match m.access {
             Access::Read => access_mask::READ,
             Access::Write => access_mask::WRITE,
@@ -415,13 +496,17 @@ fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
         };
         let scoped = !rule.agents.is_empty();
         let mut push = |target: OpenTarget, home: Option<String>| {
-            let decided_by = if scoped || matches!(target, OpenTarget::Pattern(_)) {
+            let pattern = matches!(target, OpenTarget::Pattern(_));
+            let decided_by = if pattern || (scoped && !monitor) {
                 DecidedBy::Userspace
             } else {
                 DecidedBy::Kernel
             };
             out.push(CompiledOpenRule {
-                action: if decided_by == DecidedBy::Userspace {
+                action: if monitor {
+                    // Reported for every agent; the daemon judges who it applies to.
+                    Action::Audit
+                } else if decided_by == DecidedBy::Userspace {
                     rule.action.max(Action::Ask)
                 } else {
                     rule.action
@@ -431,6 +516,7 @@ fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
                 rule_id: index as u32 + 1,
                 decided_by,
                 home,
+                shadow: (monitor && rule.action >= Action::Ask).then_some(rule.action),
             });
         };
         for pattern in &m.paths {
@@ -448,5 +534,37 @@ fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
             }
         }
     }
-    out
+    let monitor_entries: Vec<bool> = out
+        .iter()
+        .map(|o| policy.rule(o.rule_id).is_some_and(|r| r.is_monitor()))
+        .collect();
+    let covered: Vec<bool> =
+        out.iter()
+            .zip(&monitor_entries)
+            .map(|(o, &monitor)| {
+                monitor
+                    && out.iter().zip(&monitor_entries).any(|(e, &m)| {
+                        !m && e.action > Action::Audit && covers(&e.target, &o.target)
+                    })
+            })
+            .collect();
+    out.into_iter()
+        .zip(covered)
+        .filter_map(|(o, covered)| (!covered).then_some(o))
+        .collect()
+}
+
+/// Whether the kernel, finding `inner` (the longest match wins in its path trie, whatever
+/// the access mode), would no longer see `outer` for some path: then a monitor `audit`
+/// entry at `inner` would hide a stricter enforced entry at `outer`, so it is left out.
+fn covers(outer: &OpenTarget, inner: &OpenTarget) -> bool {
+    let inner = match inner {
+        OpenTarget::Exact { path, .. } | OpenTarget::Prefix(path) => path,
+        OpenTarget::Suffix(_) | OpenTarget::Pattern(_) => return false,
+    };
+    match outer {
+        OpenTarget::Exact { path, .. } => path == inner,
+        OpenTarget::Prefix(prefix) => inner.starts_with(prefix.as_str()),
+        OpenTarget::Suffix(_) | OpenTarget::Pattern(_) => false,
+    }
 }

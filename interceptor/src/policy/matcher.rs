@@ -78,17 +78,41 @@ pub struct RuleMatch {
     pub controls: Vec<String>,
     /// Facts the caller could not supply that this match assumed (e.g. "cwd").
     pub assumed: Vec<String>,
+    /// The rule is in `monitor` mode: it takes no part in [`Decision::action`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub monitor: bool,
+}
+
+/// What a `monitor` rule would have done, had it been enforced: present only when it is
+/// stricter than what was enforced, so the operation went on where it would have been held
+/// or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shadow {
+    /// The would-be action (stricter than [`Decision::action`]).
+    pub action: Action,
+    /// The most restrictive matching monitor rule (the first in the file among equals).
+    pub winner: RuleMatch,
+    /// Its reason, or that it matched.
+    pub reason: String,
+    /// Its compliance control tags.
+    pub controls: Vec<String>,
 }
 
 /// The policy's answer for one operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
     pub operation: Operation,
+    /// What is enforced: the most restrictive matching `enforce` rule, else the default.
+    /// `monitor` rules never change it.
     pub action: Action,
-    /// The rule that decided; `None` when no rule matched and the default applied.
+    /// The enforced rule that decided; `None` when no enforced rule matched and the
+    /// default applied.
     pub winner: Option<RuleMatch>,
-    /// Every rule that matched, in file order.
+    /// Every rule that matched (`enforce` and `monitor`), in file order.
     pub matched: Vec<RuleMatch>,
+    /// Shadow mode: a matching `monitor` rule is stricter than [`Decision::action`]. The
+    /// operation goes on as `action` says; record this as the would-be decision.
+    pub shadow: Option<Shadow>,
     /// Why: the winner's reason, or which default applied.
     pub reason: String,
     /// The winner's compliance control tags.
@@ -481,14 +505,20 @@ impl Policy {
     }
 
     fn decide(&self, operation: Operation, matched: Vec<RuleMatch>) -> Decision {
-        // Most restrictive wins; among equals, the first in the file.
-        let winner = matched
-            .iter()
-            .fold(None::<&RuleMatch>, |best, m| match best {
-                Some(b) if b.action >= m.action => Some(b),
-                _ => Some(m),
-            })
-            .cloned();
+        // Most restrictive wins; among equals, the first in the file. Enforced and monitor
+        // rules are judged apart: a monitor rule never changes what is enforced.
+        let strictest = |monitor: bool| {
+            matched
+                .iter()
+                .filter(|m| m.monitor == monitor)
+                .fold(None::<&RuleMatch>, |best, m| match best {
+                    Some(b) if b.action >= m.action => Some(b),
+                    _ => Some(m),
+                })
+                .cloned()
+        };
+        let winner = strictest(false);
+        let watched = strictest(true);
         let default = match operation {
             Operation::Exec => self.defaults.exec,
             Operation::Open => self.defaults.open,
@@ -501,13 +531,22 @@ impl Policy {
                 .clone()
                 .unwrap_or_else(|| format!("rule {:?} matched ({})", w.name, w.action)),
             _ => format!(
-                "no rule matched; [defaults] {} = \"{default}\"",
+                "no {}rule matched; [defaults] {} = \"{default}\"",
+                if matched.is_empty() { "" } else { "enforced " },
                 match operation {
                     Operation::Exec => "exec",
                     Operation::Open => "open",
                 }
             ),
         };
+        let shadow = watched.filter(|m| m.action > action).map(|m| Shadow {
+            action: m.action,
+            reason: m.reason.clone().unwrap_or_else(|| {
+                format!("rule {:?} matched ({}, monitor mode)", m.name, m.action)
+            }),
+            controls: m.controls.clone(),
+            winner: m,
+        });
         let written = rule
             .map(|r| r.reviewers.clone())
             .filter(|r| !r.is_empty())
@@ -535,6 +574,7 @@ impl Policy {
             severity: winner.as_ref().and_then(|w| w.severity),
             winner,
             matched,
+            shadow,
             reason,
             reviewers,
             timeout_secs: rule
@@ -558,6 +598,7 @@ fn rule_match(index: usize, rule: &Rule, assumed: Vec<String>) -> RuleMatch {
         severity: rule.severity,
         controls: rule.controls.clone(),
         assumed,
+        monitor: rule.is_monitor(),
     }
 }
 

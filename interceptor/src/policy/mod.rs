@@ -9,7 +9,12 @@
 //! - [`compile`]: the kernel's fast-path entries, with every rule the kernel cannot decide
 //!   on its own marked as decided in userspace (never dropped);
 //! - [`cases`]: the inline `[[test]]` cases;
-//! - [`cli`]: `interceptor policy check | explain | test | show`.
+//! - [`cli`]: `interceptor policy check | explain | test | show | tune`;
+//! - [`tune`]: per-rule statistics and suggestions from the audit log.
+//!
+//! A rule (or the whole policy) in `monitor` mode is shadow mode: it is matched and
+//! reported like any other, but never enforced. [`Decision::action`] comes from enforced
+//! rules only, and [`Decision::shadow`] says what a stricter monitor rule would have done.
 //!
 //! Binaries are judged by what the kernel resolved (the file's device and inode, and its
 //! real path), never by the name a caller typed, so symlinks, hardlinks, `env CMD` and
@@ -20,6 +25,7 @@ pub mod cli;
 pub mod compile;
 pub mod matcher;
 pub mod schema;
+pub mod tune;
 
 use std::{path::Path, time::Duration};
 
@@ -31,7 +37,7 @@ pub use compile::{
     CompiledExecRule, CompiledOpenRule, CompiledPolicy, DecidedBy, ExecFallback, OpenTarget,
     access_mask,
 };
-pub use matcher::{AccessMode, Decision, ExecContext, OpenContext, RuleMatch};
+pub use matcher::{AccessMode, Decision, ExecContext, OpenContext, RuleMatch, Shadow};
 
 /// The policy shipped with interceptor, used when no policy file is given or installed.
 pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
@@ -94,6 +100,34 @@ impl From<Action> for Verdict {
             Action::Ask => Verdict::Ask,
             Action::Deny => Verdict::Deny,
         }
+    }
+}
+
+/// Whether a rule is enforced, or only watched (shadow mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The rule's action is applied.
+    #[default]
+    Enforce,
+    /// The rule is matched and its would-be decision recorded, but the operation goes on
+    /// as the enforced rules decide: against approval fatigue, try a rule before it holds.
+    Monitor,
+}
+
+impl Mode {
+    /// The lowercase name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -204,7 +238,11 @@ pub struct Rule {
     pub operation: Operation,
     /// The agents this rule applies to; empty: every agent.
     pub agents: Vec<String>,
+    /// What the rule does when it wins; for a `monitor` rule, what it would have done.
     pub action: Action,
+    /// `monitor`: never enforced, only reported ([`Decision::shadow`]). The rule's own
+    /// `mode`, else the policy's.
+    pub mode: Mode,
     /// Who may answer an `ask` (names, or `@group` from `[groups]`); empty: the defaults.
     pub reviewers: Vec<String>,
     pub timeout: Option<Duration>,
@@ -220,11 +258,20 @@ pub struct Rule {
     pub(crate) matcher: matcher::RuleMatcher,
 }
 
+impl Rule {
+    /// Whether the rule is in shadow mode: reported, never enforced.
+    pub fn is_monitor(&self) -> bool {
+        self.mode == Mode::Monitor
+    }
+}
+
 /// A parsed, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Format version of the file; only 1 exists.
     pub format: u32,
+    /// The policy's `mode`, the default of its rules' (`[defaults]` are always enforced).
+    pub mode: Mode,
     pub defaults: Defaults,
     pub agents: Vec<Agent>,
     /// Reviewer groups: `@name` in a `reviewers` list stands for these names.
@@ -259,7 +306,8 @@ impl Policy {
     }
 
     /// Adds rules given on the command line (`--deny-exec`, `--hold-exec`). They count in
-    /// the policy version, so a decision taken under them names a different version.
+    /// the policy version, so a decision taken under them names a different version. They
+    /// are enforced even in a `monitor` policy: the operator asked for them by name.
     pub fn add_cli_rule(&mut self, action: Action, binary: &str) {
         let flag = match action {
             Action::Deny => "deny-exec",
@@ -272,6 +320,7 @@ impl Policy {
             operation: Operation::Exec,
             agents: Vec::new(),
             action,
+            mode: Mode::Enforce,
             reviewers: Vec::new(),
             timeout: None,
             on_timeout: None,
@@ -297,6 +346,15 @@ impl Policy {
         rule_id
             .checked_sub(1)
             .and_then(|i| self.rules.get(i as usize))
+    }
+
+    /// The rule behind a kernel rule id when it is in `monitor` mode, with the action it
+    /// would have taken: the kernel let the operation run (`audit`), and the daemon records
+    /// the would-be decision ([`Policy::evaluate_exec`] gives it as [`Decision::shadow`]).
+    pub fn monitor_rule(&self, rule_id: u32) -> Option<(&Rule, Action)> {
+        self.rule(rule_id)
+            .filter(|r| r.is_monitor())
+            .map(|r| (r, r.action))
     }
 
     /// The rule with this name.

@@ -11,8 +11,8 @@ use serde::{
 use toml::Spanned;
 
 use super::{
-    Access, Action, Agent, Defaults, GrantLimits, GrantScope, Operation, Policy, PolicyError, Rule,
-    Severity, cases, content_hash, line_col, matcher, parse_duration,
+    Access, Action, Agent, Defaults, GrantLimits, GrantScope, Mode, Operation, Policy, PolicyError,
+    Rule, Severity, cases, content_hash, line_col, matcher, parse_duration,
 };
 
 /// The top level of a policy file.
@@ -20,6 +20,8 @@ use super::{
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPolicy {
     version: Spanned<u32>,
+    #[serde(default)]
+    mode: Option<Mode>,
     #[serde(default)]
     defaults: Option<RawDefaults>,
     #[serde(default)]
@@ -79,6 +81,7 @@ pub(crate) struct RawRule {
     access: Option<Spanned<Access>>,
     // outcome
     action: Spanned<Action>,
+    mode: Option<Mode>,
     reviewers: Option<Spanned<OneOrMany<String>>>,
     timeout: Option<Spanned<String>>,
     on_timeout: Option<Spanned<Action>>,
@@ -121,6 +124,7 @@ pub(crate) struct RawTest {
     open: Option<Spanned<String>>,
     access: Option<Access>,
     expect: Action,
+    expect_shadow: Option<Spanned<Action>>,
     expect_rule: Option<Spanned<String>>,
     expect_matched: Option<Spanned<Vec<String>>>,
 }
@@ -202,6 +206,7 @@ impl Validator<'_> {
                 return self.err(0, format!("reviewer group {group:?} has no members"));
             }
         }
+        let mode = raw.mode.unwrap_or_default();
         let mut defaults = Defaults::default();
         if let Some(d) = raw.defaults {
             defaults.exec = d.exec.unwrap_or(defaults.exec);
@@ -259,7 +264,10 @@ impl Validator<'_> {
                     format!("rule name {name:?} is used twice"),
                 );
             }
-            rules.push(self.rule(r, name, start, text, &agents, &raw.groups)?);
+            let own_mode = r.mode;
+            let mut rule = self.rule(r, name, start, text, &agents, &raw.groups)?;
+            rule.mode = own_mode.unwrap_or(mode);
+            rules.push(rule);
         }
 
         let mut tests = Vec::new();
@@ -271,6 +279,7 @@ impl Validator<'_> {
         let canonical = text.as_bytes().to_vec();
         Ok(Policy {
             format: 1,
+            mode,
             defaults,
             agents,
             groups: raw.groups,
@@ -644,6 +653,7 @@ impl Validator<'_> {
             operation,
             agents: rule_agents,
             action: *r.action.get_ref(),
+            mode: Mode::Enforce, // the caller applies the policy's mode
             reviewers,
             timeout,
             on_timeout,
@@ -762,12 +772,26 @@ impl Validator<'_> {
                 );
             }
         };
+        let expect_shadow = match t.expect_shadow {
+            Some(a) if *a.get_ref() <= t.expect => {
+                return self.err(
+                    a.span().start,
+                    format!(
+                        "test {name:?}: expect_shadow = \"{}\" is not stricter than expect = \"{}\"; a shadow decision is only reported when a monitor rule is stricter than what is enforced",
+                        a.get_ref(),
+                        t.expect
+                    ),
+                );
+            }
+            a => a.map(Spanned::into_inner),
+        };
         Ok(cases::TestCase {
             name,
             agent: t.agent.map(Spanned::into_inner),
             uid: t.uid,
             operation,
             expect: t.expect,
+            expect_shadow,
             expect_rule: t.expect_rule.map(Spanned::into_inner),
             expect_matched: t.expect_matched.map(Spanned::into_inner),
         })

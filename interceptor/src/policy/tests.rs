@@ -760,6 +760,8 @@ fn docs_policy_md_documents_every_field_of_the_schema() {
         "once",
         "exact-argv",
         "binary",
+        "enforce",
+        "monitor",
         "low",
         "medium",
         "high",
@@ -972,4 +974,903 @@ action = "ask"
         home: None,
     });
     assert_eq!(d.action, Action::Ask);
+}
+
+// ------------------------------------------------------------------ shadow mode
+
+const SHADOW_POLICY: &str = r#"
+version = 1
+[[rule]]
+name = "git-recorded"
+operation = "exec"
+binary = "/usr/bin/git"
+action = "audit"
+[[rule]]
+name = "force-push-would-ask"
+operation = "exec"
+binary = "/usr/bin/git"
+any_arg = ["--force"]
+mode = "monitor"
+action = "ask"
+reason = "force pushes rewrite shared history"
+controls = ["SOC2:CC8.1"]
+[[rule]]
+name = "shred-asks"
+operation = "exec"
+binary = "/usr/bin/shred"
+action = "ask"
+[[rule]]
+name = "shred-would-deny"
+operation = "exec"
+binary = "/usr/bin/shred"
+mode = "monitor"
+action = "deny"
+[[rule]]
+name = "rm-denied"
+operation = "exec"
+binary = "/usr/bin/rm"
+action = "deny"
+[[rule]]
+name = "rm-would-ask"
+operation = "exec"
+binary = "/usr/bin/rm"
+mode = "monitor"
+action = "ask"
+[[test]]
+name = "force push runs, and would have asked"
+exec = ["git", "push", "--force"]
+expect = "audit"
+expect_shadow = "ask"
+expect_rule = "git-recorded"
+expect_matched = ["git-recorded", "force-push-would-ask"]
+[[test]]
+name = "shred is still held; the monitor rule would deny"
+exec = ["shred", "x"]
+expect = "ask"
+expect_shadow = "deny"
+"#;
+
+#[test]
+fn a_monitor_rule_is_reported_but_never_enforced() {
+    let policy = Policy::parse(SHADOW_POLICY, "shadow.toml").unwrap();
+    assert_eq!(policy.mode, Mode::Enforce);
+    assert!(
+        policy
+            .rule_named("force-push-would-ask")
+            .unwrap()
+            .1
+            .is_monitor()
+    );
+
+    let d = policy.evaluate_exec(&exec("/usr/bin/git", &["git", "push", "--force"]));
+    assert_eq!(d.action, Action::Audit, "the monitor rule does not hold");
+    assert_eq!(d.winner.as_ref().unwrap().name, "git-recorded");
+    assert_eq!(
+        d.matched
+            .iter()
+            .map(|m| (m.name.as_str(), m.monitor))
+            .collect::<Vec<_>>(),
+        [("git-recorded", false), ("force-push-would-ask", true)]
+    );
+    let shadow = d.shadow.as_ref().expect("the would-be ask is reported");
+    assert_eq!(
+        (
+            shadow.action,
+            shadow.winner.name.as_str(),
+            shadow.winner.rule_id
+        ),
+        (Action::Ask, "force-push-would-ask", 2)
+    );
+    assert_eq!(shadow.reason, "force pushes rewrite shared history");
+    assert_eq!(shadow.controls, ["SOC2:CC8.1"]);
+    assert!(
+        d.controls.is_empty(),
+        "the enforced winner's tags, not the monitor rule's"
+    );
+
+    let d = policy.evaluate_exec(&exec("/usr/bin/git", &["git", "push"]));
+    assert_eq!((d.action, d.shadow.is_none()), (Action::Audit, true));
+
+    // Stricter enforced rules stay; a monitor rule only shows when it is stricter still.
+    let d = policy.evaluate_exec(&exec("/usr/bin/shred", &["shred", "x"]));
+    assert_eq!(d.action, Action::Ask);
+    assert_eq!(d.shadow.as_ref().map(|s| s.action), Some(Action::Deny));
+    let d = policy.evaluate_exec(&exec("/usr/bin/rm", &["rm", "x"]));
+    assert_eq!((d.action, d.shadow.is_none()), (Action::Deny, true));
+
+    // The daemon tells a monitor rule by its kernel id.
+    assert_eq!(
+        policy.monitor_rule(2).map(|(r, a)| (r.name.as_str(), a)),
+        Some(("force-push-would-ask", Action::Ask))
+    );
+    assert!(policy.monitor_rule(1).is_none());
+
+    let failures: Vec<_> = policy
+        .run_tests()
+        .into_iter()
+        .filter_map(|r| r.failure)
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn a_monitor_policy_watches_every_rule_but_those_that_say_enforce() {
+    let text = r#"
+version = 1
+mode = "monitor"
+[[rule]]
+name = "sudo-would-ask"
+operation = "exec"
+basename = "sudo"
+action = "ask"
+[[rule]]
+name = "ssh-keys-denied"
+operation = "open"
+path = "~/.ssh/id_*"
+mode = "enforce"
+action = "deny"
+[[rule]]
+name = "env-would-ask"
+operation = "open"
+path = "**/.env"
+action = "ask"
+"#;
+    let policy = Policy::parse(text, "monitor.toml").unwrap();
+    assert_eq!(policy.mode, Mode::Monitor);
+    let modes: Vec<Mode> = policy.rules.iter().map(|r| r.mode).collect();
+    assert_eq!(modes, [Mode::Monitor, Mode::Enforce, Mode::Monitor]);
+
+    let d = policy.evaluate_exec(&exec("/usr/bin/sudo", &["sudo", "id"]));
+    assert_eq!(d.action, Action::Audit, "the default applies");
+    assert!(d.winner.is_none());
+    assert!(
+        d.reason.starts_with("no enforced rule matched"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(d.shadow.map(|s| s.action), Some(Action::Ask));
+
+    let open = |path: &str| OpenContext {
+        agent: None,
+        uid: None,
+        path: path.into(),
+        access: AccessMode::READ,
+        home: Some("/home/agent".into()),
+    };
+    assert_eq!(
+        policy
+            .evaluate_open(&open("/home/agent/.ssh/id_rsa"))
+            .action,
+        Action::Deny
+    );
+    let d = policy.evaluate_open(&open("/srv/app/.env"));
+    assert_eq!(
+        (d.action, d.shadow.map(|s| s.action)),
+        (Action::Allow, Some(Action::Ask))
+    );
+
+    // Command-line rules are enforced even in a monitor policy.
+    let mut policy = policy;
+    policy.add_cli_rule(Action::Deny, "/usr/bin/sudo");
+    let d = policy.evaluate_exec(&exec("/usr/bin/sudo", &["sudo", "id"]));
+    assert_eq!((d.action, d.shadow.is_none()), (Action::Deny, true));
+
+    // No monitor rule compiles to a fallback: nothing is held because of it.
+    let compiled = policy.compile();
+    assert!(compiled.exec_fallback.is_none(), "{compiled:?}");
+    assert_eq!(compiled.monitored_in_userspace, ["sudo-would-ask"]);
+}
+
+#[test]
+fn an_expect_shadow_case_fails_when_no_monitor_rule_would_be_stricter() {
+    let text = format!(
+        "{SHADOW_POLICY}\n[[test]]\nname = \"plain push\"\nexec = [\"git\", \"push\"]\nexpect = \"audit\"\nexpect_shadow = \"ask\"\n"
+    );
+    let policy = Policy::parse(&text, "shadow.toml").unwrap();
+    let results = policy.run_tests();
+    let last = results.last().unwrap();
+    assert!(!last.passed);
+    assert_eq!(
+        last.failure.as_deref(),
+        Some(
+            "expected a would-be ask (monitor mode), but no monitor rule stricter than audit matched"
+        )
+    );
+    // `expect` is the enforced action: expecting the would-be one fails.
+    let text = SHADOW_POLICY.replace(
+        "expect = \"audit\"\nexpect_shadow = \"ask\"",
+        "expect = \"ask\"",
+    );
+    let policy = Policy::parse(&text, "shadow.toml").unwrap();
+    assert_eq!(
+        policy.run_tests()[0].failure.as_deref(),
+        Some("expected ask, got audit")
+    );
+}
+
+#[test]
+fn monitor_rules_never_put_ask_or_deny_in_the_kernel() {
+    let dir = Scratch::new("policy-shadow-compile");
+    let git = dir.file("git");
+    let shred = dir.file("shred");
+    let rm = dir.file("rm");
+    let curl = dir.file("curl");
+    let keys = dir.0.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let keys = keys.to_str().unwrap();
+    let text = SHADOW_POLICY
+        .replace("/usr/bin/git", &git)
+        .replace("/usr/bin/shred", &shred)
+        .replace("/usr/bin/rm", &rm)
+        + &format!(
+            r#"
+[[rule]]
+name = "curl-would-deny"
+operation = "exec"
+binary = "{curl}"
+mode = "monitor"
+action = "deny"
+[[rule]]
+name = "keys-denied"
+operation = "open"
+path = "{keys}/**"
+action = "deny"
+[[rule]]
+name = "one-key-would-ask"
+operation = "open"
+path = "{keys}/deploy.pem"
+mode = "monitor"
+action = "ask"
+[[rule]]
+name = "tokens-would-deny"
+operation = "open"
+path = "/srv/tokens/**"
+mode = "monitor"
+action = "deny"
+"#
+        );
+    let policy = Policy::parse(&text, "p.toml").unwrap();
+    let compiled = policy.compile();
+    let entry = |path: &str| {
+        let e = compiled.exec.iter().find(|e| e.path == path).unwrap();
+        (
+            e.action,
+            e.decided_by,
+            policy.rule(e.rule_id).unwrap().name.as_str(),
+            e.shadow,
+        )
+    };
+    assert_eq!(
+        entry(&curl),
+        (
+            Action::Audit,
+            DecidedBy::Kernel,
+            "curl-would-deny",
+            Some(Action::Deny)
+        ),
+        "only a monitor rule names curl: it runs and is reported under that rule"
+    );
+    assert_eq!(
+        entry(&git),
+        (
+            Action::Audit,
+            DecidedBy::Kernel,
+            "force-push-would-ask",
+            Some(Action::Ask)
+        ),
+        "the argv monitor rule tags git without holding it"
+    );
+    assert_eq!(
+        entry(&shred),
+        (Action::Ask, DecidedBy::Userspace, "shred-asks", None),
+        "still held; userspace judges first so the would-be deny is seen"
+    );
+    assert_eq!(
+        entry(&rm),
+        (Action::Deny, DecidedBy::Kernel, "rm-denied", None),
+        "an enforced rule at least as strict wins"
+    );
+    assert!(compiled.exec_fallback.is_none());
+
+    let opens: Vec<(String, Action, Option<Action>)> = compiled
+        .open
+        .iter()
+        .map(|o| {
+            (
+                policy.rule(o.rule_id).unwrap().name.clone(),
+                o.action,
+                o.shadow,
+            )
+        })
+        .collect();
+    assert_eq!(
+        opens,
+        [
+            ("keys-denied".to_string(), Action::Deny, None),
+            (
+                "tokens-would-deny".to_string(),
+                Action::Audit,
+                Some(Action::Deny)
+            ),
+        ],
+        "a monitor entry inside an enforced deny directory would hide it (longest match wins in the kernel), so it is left out"
+    );
+}
+
+fn to_toml_with_modes(rules: &[GenRule], monitor: &[bool], keep_monitor: bool) -> String {
+    let kept: Vec<(usize, GenRule, bool)> = rules
+        .iter()
+        .zip(monitor)
+        .enumerate()
+        .filter(|(_, (_, m))| keep_monitor || !**m)
+        .map(|(i, (r, m))| (i, r.clone(), *m))
+        .collect();
+    let base = to_toml(&kept.iter().map(|(_, r, _)| r.clone()).collect::<Vec<_>>());
+    // Rename rules back to their index in the full list and mark monitor ones.
+    let mut out = String::new();
+    let mut n = 0;
+    for line in base.lines() {
+        if let Some(rest) = line.strip_prefix("name = \"r") {
+            let local: usize = rest.trim_end_matches('"').parse().unwrap();
+            let (i, _, m) = &kept[local];
+            out += &format!("name = \"r{i}\"\n");
+            if *m {
+                out += "mode = \"monitor\"\n";
+            }
+            n += 1;
+        } else {
+            out += line;
+            out += "\n";
+        }
+    }
+    assert_eq!(n, kept.len());
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Monitor rules never change the enforced decision, and the shadow is there exactly
+    /// when the strictest matching monitor rule is stricter than what is enforced.
+    #[test]
+    fn monitor_rules_never_change_the_enforced_action(
+        rules in proptest::collection::vec(gen_rule(), 1..12),
+        monitor in proptest::collection::vec(any::<bool>(), 12),
+        binary in 0..BINARIES.len(),
+        args in proptest::collection::vec(0..WORDS.len(), 0..4),
+    ) {
+        let with = Policy::parse(&to_toml_with_modes(&rules, &monitor, true), "with.toml").unwrap();
+        let without = Policy::parse(&to_toml_with_modes(&rules, &monitor, false), "without.toml").unwrap();
+        let mut argv = vec!["cmd".to_string()];
+        argv.extend(args.iter().map(|w| WORDS[*w].to_string()));
+        let ctx = ExecContext { argv, ..exec(BINARIES[binary], &[]) };
+        let d = with.evaluate_exec(&ctx);
+        let e = without.evaluate_exec(&ctx);
+        prop_assert_eq!(d.action, e.action);
+        prop_assert_eq!(d.winner.map(|w| w.name), e.winner.map(|w| w.name));
+
+        let watched: Vec<&RuleMatch> = d.matched.iter().filter(|m| m.monitor).collect();
+        let strictest = watched.iter().map(|m| m.action).max();
+        match strictest {
+            Some(a) if a > d.action => {
+                let s = d.shadow.as_ref().expect("a stricter monitor rule matched");
+                prop_assert_eq!(s.action, a);
+                let first = watched.iter().find(|m| m.action == a).unwrap();
+                prop_assert_eq!(&s.winner.name, &first.name);
+            }
+            _ => prop_assert!(d.shadow.is_none()),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Adding monitor rules never changes what the kernel does to an exec: an entry that
+    /// runs it still runs it (`audit` at most), one that holds still holds, a deny stays.
+    #[test]
+    fn monitor_rules_never_change_what_the_kernel_enforces(
+        rules in proptest::collection::vec(gen_rule(), 1..10),
+        monitor in proptest::collection::vec(any::<bool>(), 10),
+    ) {
+        let dir = Scratch::new("policy-shadow-prop");
+        let files: Vec<String> = ["alpha", "beta", "gamma"].iter().map(|n| dir.file(n)).collect();
+        let compile = |keep_monitor: bool| {
+            let mut text = to_toml_with_modes(&rules, &monitor, keep_monitor);
+            for (b, f) in BINARIES.iter().zip(&files) {
+                text = text.replace(&format!("\"{b}\""), &format!("\"{f}\""));
+            }
+            let policy = Policy::parse(&text, "gen.toml").unwrap();
+            let compiled = policy.compile();
+            (policy, compiled)
+        };
+        let (policy, with) = compile(true);
+        let (_, without) = compile(false);
+        prop_assert_eq!(with.exec_fallback.is_some(), without.exec_fallback.is_some());
+        // What the kernel does: runs (no entry, allow, audit), holds, or denies.
+        let class = |c: &CompiledPolicy, key: InodeKey| match c.exec.iter().find(|e| e.key == key) {
+            None => Action::Allow,
+            Some(e) if e.action <= Action::Audit => Action::Allow,
+            Some(e) => e.action,
+        };
+        for file in &files {
+            let meta = std::fs::metadata(file).unwrap();
+            let key = InodeKey { dev: kernel_dev(meta.dev()), ino: meta.ino() };
+            prop_assert_eq!(class(&with, key), class(&without, key), "{}", file);
+            if let Some(e) = with.exec.iter().find(|e| e.key == key && e.shadow.is_some()) {
+                prop_assert_eq!(e.action, Action::Audit);
+                prop_assert!(policy.monitor_rule(e.rule_id).is_some());
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ policy tune
+
+mod tune_scenario {
+    use super::*;
+    use crate::audit::{
+        ApprovalAudit, ApprovalStep, AuditConfig, AuditEvent, AuditLog, AuditTarget, DecidedBy,
+        DecisionAudit, NewEntry, Outcome, ProcessInfo, StoreOptions,
+    };
+    use crate::policy::tune::{SuggestionKind, TuneOptions, TuneReport, tune};
+
+    /// 2025-06-15T15:06:40Z.
+    const T0: u64 = 1_750_000_000_000;
+    const MIN: u64 = 60_000;
+
+    const POLICY: &str = r#"
+version = 1
+[[rule]]
+name = "git-push-asks"
+operation = "exec"
+binary = "/usr/bin/git"
+any_arg = "push"
+action = "ask"
+[[rule]]
+name = "curl-would-ask"
+operation = "exec"
+binary = "/usr/bin/curl"
+mode = "monitor"
+action = "ask"
+[[rule]]
+name = "rm-denied"
+operation = "exec"
+binary = "/usr/bin/rm"
+action = "deny"
+[[rule]]
+name = "never-used"
+operation = "exec"
+binary = "/usr/bin/nothing"
+action = "deny"
+"#;
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a test builder: each argument is a field the scenario varies"
+    )]
+    fn decision(
+        agent: &str,
+        argv: &[&str],
+        rule: &str,
+        action: Action,
+        outcome: Outcome,
+        decided_by: DecidedBy,
+        request: Option<u64>,
+        monitor: bool,
+    ) -> AuditEvent {
+        AuditEvent::Decision(DecisionAudit {
+            operation: Operation::Exec,
+            process: ProcessInfo {
+                agent: agent.into(),
+                pid: 4242,
+                binary: format!("/usr/bin/{}", argv[0]),
+                argv: argv.iter().map(|a| a.to_string()).collect(),
+                ..ProcessInfo::default()
+            },
+            files: Vec::new(),
+            access: Vec::new(),
+            matched_rules: vec![rule.into()],
+            winner: Some(rule.into()),
+            action,
+            outcome,
+            reason: format!("rule {rule}"),
+            policy_version: "ab".repeat(32),
+            controls: Vec::new(),
+            decided_by,
+            latency_us: None,
+            request,
+            monitor,
+            recent: Vec::new(),
+        })
+    }
+
+    fn approval(request: u64, step: ApprovalStep, by: Option<&str>) -> AuditEvent {
+        AuditEvent::Approval(ApprovalAudit {
+            request,
+            step,
+            operation: Operation::Exec,
+            agent: "copilot".into(),
+            pid: 4242,
+            binary: "/usr/bin/git".into(),
+            path: None,
+            rule: Some("git-push-asks".into()),
+            controls: Vec::new(),
+            reviewers: vec!["alice".into()],
+            channel: Some("cli".into()),
+            by: by.map(str::to_string),
+            detail: None,
+        })
+    }
+
+    fn at(time_ms: u64, event: AuditEvent) -> NewEntry {
+        NewEntry {
+            time_ms,
+            ref_seq: None,
+            event,
+        }
+    }
+
+    /// One ask of `git ARGS` by copilot at `t`, answered `answer` after it was requested.
+    async fn ask(
+        log: &AuditLog,
+        request: u64,
+        t: u64,
+        argv: &[&str],
+        answer: ApprovalStep,
+        answer_ms: u64,
+    ) {
+        let held = log
+            .append(at(
+                t,
+                decision(
+                    "copilot",
+                    argv,
+                    "git-push-asks",
+                    Action::Ask,
+                    Outcome::Held,
+                    DecidedBy::Policy,
+                    Some(request),
+                    false,
+                ),
+            ))
+            .await
+            .unwrap();
+        let requested = t + 100;
+        log.append(
+            at(requested, approval(request, ApprovalStep::Requested, None)).follows(held.seq),
+        )
+        .await
+        .unwrap();
+        let answered = requested + answer_ms;
+        let by = (answer != ApprovalStep::Expired).then_some("alice");
+        log.append(at(answered, approval(request, answer, by)).follows(held.seq))
+            .await
+            .unwrap();
+        let (outcome, decided_by) = match answer {
+            ApprovalStep::Approved => (Outcome::Allowed, DecidedBy::Reviewer("alice".into())),
+            ApprovalStep::Denied => (Outcome::Denied, DecidedBy::Reviewer("alice".into())),
+            _ => (Outcome::Denied, DecidedBy::Timeout),
+        };
+        let mut last = decision(
+            "copilot",
+            argv,
+            "git-push-asks",
+            Action::Ask,
+            outcome,
+            decided_by,
+            Some(request),
+            false,
+        );
+        if let AuditEvent::Decision(d) = &mut last {
+            d.latency_us = Some(answer_ms * 1000);
+        }
+        log.append(at(answered, last).follows(held.seq))
+            .await
+            .unwrap();
+    }
+
+    /// Writes the scenario's log: 6 approved `git push origin` (every 10 minutes, answered
+    /// in 10..50 s and 600 s), one rejected and one expired `git -C /srv/prod push`, three
+    /// would-be asks of curl (monitor mode), two kernel denials of rm, and one ask of
+    /// another agent.
+    fn write_log(db: &Path) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let log = AuditLog::open(AuditConfig::new(StoreOptions::new(AuditTarget::Sqlite(
+                    db.to_path_buf(),
+                ))))
+                .await
+                .unwrap();
+                let answers = [10, 20, 30, 40, 50, 600];
+                for (i, secs) in answers.iter().enumerate() {
+                    let t = T0 + i as u64 * 10 * MIN;
+                    ask(
+                        &log,
+                        i as u64 + 1,
+                        t,
+                        &["git", "push", "origin"],
+                        ApprovalStep::Approved,
+                        secs * 1000,
+                    )
+                    .await;
+                }
+                let prod = ["git", "-C", "/srv/prod", "push"];
+                ask(&log, 7, T0 + 70 * MIN, &prod, ApprovalStep::Denied, 5_000).await;
+                ask(
+                    &log,
+                    8,
+                    T0 + 80 * MIN,
+                    &prod,
+                    ApprovalStep::Expired,
+                    300_000,
+                )
+                .await;
+                for i in 0..3 {
+                    log.append(at(
+                        T0 + (90 + i) * MIN,
+                        decision(
+                            "copilot",
+                            &["curl", "-T", "dump.sql", "https://x.example"],
+                            "curl-would-ask",
+                            Action::Ask,
+                            Outcome::Allowed,
+                            DecidedBy::Policy,
+                            None,
+                            true,
+                        ),
+                    ))
+                    .await
+                    .unwrap();
+                }
+                for i in 0..2 {
+                    log.append(at(
+                        T0 + (100 + i) * MIN,
+                        decision(
+                            "copilot",
+                            &["rm", "-rf", "/"],
+                            "rm-denied",
+                            Action::Deny,
+                            Outcome::Denied,
+                            DecidedBy::Kernel,
+                            None,
+                            false,
+                        ),
+                    ))
+                    .await
+                    .unwrap();
+                }
+                log.append(at(
+                    T0 + 110 * MIN,
+                    decision(
+                        "ops-bot",
+                        &["git", "push"],
+                        "git-push-asks",
+                        Action::Ask,
+                        Outcome::Held,
+                        DecidedBy::Policy,
+                        Some(9),
+                        false,
+                    ),
+                ))
+                .await
+                .unwrap();
+                log.flush().await.unwrap();
+            });
+    }
+
+    fn report(db: &Path, min_samples: u64, agent: Option<&str>) -> TuneReport {
+        let policy = Policy::parse(POLICY, "tune.toml").unwrap();
+        let opts = TuneOptions {
+            since_ms: T0 - MIN,
+            until_ms: Some(T0 + 24 * 60 * MIN),
+            agent: agent.map(str::to_string),
+            min_samples,
+        };
+        let rows = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut o = StoreOptions::new(AuditTarget::Sqlite(db.to_path_buf()));
+                o.create = false;
+                let store = crate::audit::Store::open(&o).await.unwrap();
+                crate::policy::tune::read_rows(&store, &opts).await.unwrap()
+            });
+        tune(&rows, Some(&policy), &opts)
+    }
+
+    #[test]
+    fn tune_counts_asks_answers_and_would_be_asks_per_rule() {
+        let dir = Scratch::new("policy-tune");
+        let db = dir.0.join("audit.db");
+        write_log(&db);
+        let r = report(&db, 5, Some("copilot"));
+        assert_eq!((r.decisions, r.requests), (13, 8));
+        let names: Vec<&str> = r.rules.iter().map(|s| s.rule.as_str()).collect();
+        assert_eq!(
+            names,
+            ["git-push-asks", "curl-would-ask", "rm-denied", "never-used"]
+        );
+        let git = &r.rules[0];
+        assert_eq!(
+            (git.fired, git.won, git.asked, git.denied),
+            (8, 8, 8, 0),
+            "an answer is not a second firing"
+        );
+        assert_eq!((git.approved, git.rejected, git.expired), (6, 1, 1));
+        // Answer times of approvals and the rejection: 5, 10, 20, 30, 40, 50, 600 s.
+        assert_eq!(git.answers_timed, 7);
+        assert_eq!(git.answer_median_ms, Some(30_000));
+        assert_eq!(git.answer_p90_ms, Some(50_000));
+
+        let curl = &r.rules[1];
+        assert_eq!(curl.mode, Some(Mode::Monitor));
+        assert_eq!(
+            (
+                curl.fired,
+                curl.won,
+                curl.would_ask,
+                curl.would_deny,
+                curl.approved
+            ),
+            (3, 0, 3, 0, 0),
+            "monitor mode holds nothing and asks nobody"
+        );
+        let rm = &r.rules[2];
+        assert_eq!((rm.fired, rm.won, rm.denied), (2, 2, 2));
+        assert_eq!(r.rules[3].fired, 0);
+
+        let kinds: Vec<(&str, SuggestionKind)> = r
+            .suggestions
+            .iter()
+            .map(|s| (s.rule.as_str(), s.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("git-push-asks", SuggestionKind::Narrow),
+                ("git-push-asks", SuggestionKind::Grant),
+                ("curl-would-ask", SuggestionKind::Monitor),
+                ("never-used", SuggestionKind::NeverFired),
+            ]
+        );
+        let narrow = &r.suggestions[0];
+        assert_eq!(narrow.samples, 6);
+        assert_eq!(
+            narrow.toml.as_deref(),
+            Some(
+                "# in [[rule]] name = \"git-push-asks\": stop asking for `git push`\nargv_not_regex = [\"^push( |$)\"]"
+            )
+        );
+        // The pasted line parses, and the narrowed rule no longer asks for it.
+        let narrowed = POLICY.replace(
+            "any_arg = \"push\"\n",
+            &format!(
+                "any_arg = \"push\"\n{}\n",
+                narrow.toml.as_ref().unwrap().lines().nth(1).unwrap()
+            ),
+        );
+        let p = Policy::parse(&narrowed, "narrowed.toml").unwrap();
+        let d = p.evaluate_exec(&exec("/usr/bin/git", &["git", "push", "origin"]));
+        assert_eq!(d.action, Action::Audit);
+        let d = p.evaluate_exec(&exec("/usr/bin/git", &["git", "-C", "/srv/prod", "push"]));
+        assert_eq!(d.action, Action::Ask);
+
+        let grant = &r.suggestions[1];
+        assert_eq!(grant.samples, 6);
+        assert_eq!(
+            grant.toml.as_deref(),
+            Some(
+                "# in [[rule]] name = \"git-push-asks\" (/usr/bin/git)\ngrant = { scope = \"exact-argv\", max_uses = 6, max_ttl = \"51m\" }"
+            )
+        );
+        assert!(
+            r.suggestions[2].summary.contains("would have asked 3")
+                && r.suggestions[2].summary.contains("fewer than 5 samples"),
+            "{}",
+            r.suggestions[2].summary
+        );
+
+        // Below the evidence threshold, nothing is suggested for the asks.
+        let r = report(&db, 7, Some("copilot"));
+        assert!(
+            r.suggestions.iter().all(|s| s.rule != "git-push-asks"),
+            "{:?}",
+            r.suggestions
+        );
+        // Every agent: ops-bot's unanswered ask counts too.
+        let r = report(&db, 5, None);
+        assert_eq!((r.rules[0].fired, r.rules[0].asked), (9, 9));
+        assert_eq!(r.rules[0].approved, 6);
+    }
+
+    #[test]
+    fn tune_through_the_cli_prints_json_with_the_numbers() {
+        use clap::Parser as _;
+
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: crate::policy::cli::PolicyCommand,
+        }
+
+        let dir = Scratch::new("policy-tune-cli");
+        let db = dir.0.join("audit.db");
+        write_log(&db);
+        let policy = dir.0.join("policy.toml");
+        std::fs::write(&policy, POLICY).unwrap();
+        let cli = Cli::try_parse_from([
+            "policy",
+            "tune",
+            "--db",
+            db.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--since",
+            "2025-06-15",
+            "--until",
+            "2025-06-16",
+            "--agent",
+            "copilot",
+            "--json",
+        ])
+        .unwrap();
+        let crate::policy::cli::PolicyCommand::Tune(args) = cli.command else {
+            panic!("not tune")
+        };
+        let text = crate::policy::tune::output(&args, T0 + 60 * 60 * MIN).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["decisions"], 13);
+        let git = &v["rules"][0];
+        assert_eq!(git["rule"], "git-push-asks");
+        assert_eq!(
+            (
+                git["asked"].as_u64(),
+                git["approved"].as_u64(),
+                git["answer_median_ms"].as_u64()
+            ),
+            (Some(8), Some(6), Some(30_000))
+        );
+        assert_eq!(v["rules"][1]["would_ask"], 3);
+        assert_eq!(v["rules"][1]["mode"], "monitor");
+        assert_eq!(v["suggestions"][0]["kind"], "narrow");
+
+        // The table names the same numbers.
+        let mut args = args;
+        args.json = false;
+        let table = crate::policy::tune::output(&args, T0).unwrap();
+        let git_line = table
+            .lines()
+            .find(|l| l.starts_with("git-push-asks "))
+            .unwrap();
+        let cells: Vec<&str> = git_line.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "git-push-asks",
+                "enforce",
+                "8",
+                "8",
+                "8",
+                "0",
+                "0",
+                "0",
+                "6",
+                "1",
+                "1",
+                "30s",
+                "50s"
+            ]
+        );
+
+        // A missing log is an error, never a new empty one.
+        let missing = dir.0.join("nope.db");
+        args.db.db = Some(missing.clone());
+        assert!(crate::policy::tune::output(&args, T0).is_err());
+        assert!(!missing.exists());
+    }
 }
