@@ -48,8 +48,8 @@ use crate::{
         parse_request,
     },
     http, journal,
-    metrics::{self, Metrics},
     loader::{self, Backend, BackendChoice, KernelLog},
+    metrics::{self, Metrics},
     open_rules::{self, OPEN_RULE_ID_BASE, OpenRuleSpec, access_names},
     policy::{Action, Policy},
     procfs::{self, Pidfd},
@@ -1383,14 +1383,20 @@ impl Daemon {
             decision.controls = verdict.controls.clone();
             decision.decided_by = DecidedBy::Policy;
             decision.latency_us = Some(started.elapsed().as_micros() as u64);
+            // Shadow mode: what a monitor rule would have done, beside what was enforced.
+            let shadow = verdict.shadow.as_ref().map(|sh| {
+                NewEntry::now(AuditEvent::Decision(journal::shadow_decision(
+                    &decision, sh,
+                )))
+            });
             match verdict.action {
                 Action::Allow | Action::Audit => {
                     decision.outcome = Outcome::Allowed;
                     // Committed before the task runs; unrecordable means it does not run.
-                    if let Err(e) = self
-                        .append_all(vec![NewEntry::now(AuditEvent::Decision(decision))])
-                        .await
-                    {
+                    let rows = std::iter::once(NewEntry::now(AuditEvent::Decision(decision)))
+                        .chain(shadow)
+                        .collect();
+                    if let Err(e) = self.append_all(rows).await {
                         error!(pid, error = %e, "killing an exec the policy allows: the decision could not be recorded (fail closed)");
                         let _ = pidfd.signal(libc::SIGKILL);
                         return;
@@ -1706,6 +1712,10 @@ impl Daemon {
             );
         }
         // Say exactly what the kernel cannot enforce; never imply enforcement that does not happen.
+        if !compiled.monitored_in_userspace.is_empty() {
+            warn!(rules = ?compiled.monitored_in_userspace,
+                  "monitor rules naming programs by glob or basename need every exec judged in userspace, which this daemon does not do yet: their would-be decisions are NOT recorded");
+        }
         if let Some(fallback) = &compiled.exec_fallback {
             warn!(because = ?fallback.because,
                   "these exec rules (binary globs, basenames, default exec action) need every exec judged in userspace, which this daemon does not do yet: they are NOT enforced");

@@ -177,6 +177,16 @@ pub fn kernel_decision(record: &ExecRecord, policy: &Policy) -> Option<DecisionA
         .rule
         .as_deref()
         .and_then(|name| policy.rule_named(name));
+    // Shadow mode: a monitor rule's entry is `audit` in the kernel; the row says what the
+    // rule would have done.
+    if let Some((_, r)) = rule.filter(|(_, r)| r.is_monitor() && outcome == Outcome::Allowed) {
+        return Some(DecisionAudit {
+            action: r.action,
+            reason: format!("would {} (monitor mode): allowed", r.action),
+            monitor: true,
+            ..base_decision(record, policy, r.controls.clone())
+        });
+    }
     let reason = if reason.is_empty() {
         rule.and_then(|(_, r)| r.reason.clone())
             .unwrap_or_else(|| format!("{action} by the kernel's rule"))
@@ -184,23 +194,52 @@ pub fn kernel_decision(record: &ExecRecord, policy: &Policy) -> Option<DecisionA
         reason
     };
     Some(DecisionAudit {
+        action,
+        outcome,
+        reason,
+        decided_by,
+        ..base_decision(
+            record,
+            policy,
+            rule.map(|(_, r)| r.controls.clone()).unwrap_or_default(),
+        )
+    })
+}
+
+/// A kernel decision on `record` by its rule, allowed by default.
+fn base_decision(record: &ExecRecord, policy: &Policy, controls: Vec<String>) -> DecisionAudit {
+    DecisionAudit {
         operation: operation_of(record),
         process: process_info(record),
         files: files_of(record),
         access: record.access.clone(),
         matched_rules: record.rule.iter().cloned().collect(),
         winner: record.rule.clone(),
-        action,
-        outcome,
-        reason,
+        action: Action::Allow,
+        outcome: Outcome::Allowed,
+        reason: String::new(),
         policy_version: policy.version().to_string(),
-        controls: rule.map(|(_, r)| r.controls.clone()).unwrap_or_default(),
-        decided_by,
+        controls,
+        decided_by: DecidedBy::Kernel,
         latency_us: None,
         request: None,
         monitor: false,
         recent: Vec::new(),
-    })
+    }
+}
+
+/// The shadow-mode row beside an enforced decision: what a monitor rule would have done.
+pub fn shadow_decision(enforced: &DecisionAudit, shadow: &crate::policy::Shadow) -> DecisionAudit {
+    DecisionAudit {
+        action: shadow.action,
+        outcome: Outcome::Allowed,
+        winner: Some(shadow.winner.name.clone()),
+        reason: format!("would {} (monitor mode): {}", shadow.action, shadow.reason),
+        controls: shadow.controls.clone(),
+        monitor: true,
+        request: None,
+        ..enforced.clone()
+    }
 }
 
 /// The files an operation concerns: the opened path, or the program a mapped exec loaded.
@@ -425,6 +464,31 @@ controls = ["SOC2:CC6.1", "NIST-800-53:AC-6(9)"]
         let d = kernel_decision(&audit_down, &policy).unwrap();
         assert_eq!(d.outcome, Outcome::Denied);
         assert!(d.reason.contains("audit log"), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_monitor_rules_audit_entry_is_recorded_as_what_it_would_have_done() {
+        let policy = Policy::parse(
+            r#"
+version = 1
+[[rule]]
+name = "dump-watch"
+operation = "exec"
+binary = "/usr/bin/pg_dump"
+action = "ask"
+mode = "monitor"
+controls = ["SOC2:CC6.1"]
+"#,
+            "test",
+        )
+        .unwrap();
+        let mut r = record("exec", "audit");
+        r.rule = Some("dump-watch".into());
+        let d = kernel_decision(&r, &policy).expect("a monitor match is a decision");
+        assert!(d.monitor);
+        assert_eq!((d.action, d.outcome), (Action::Ask, Outcome::Allowed));
+        assert_eq!(d.winner.as_deref(), Some("dump-watch"));
+        assert_eq!(d.controls, ["SOC2:CC6.1"]);
     }
 
     #[test]

@@ -468,14 +468,13 @@ fn scenario_30_a_full_audit_disk_refuses_agents_and_nothing_else() {
     fs.fill("filler");
     // The agent's next execs are refused once a commit fails (those that ran before are
     // counted as lost). Other processes run throughout.
-    let refused = daemon.wait_for("an agent exec refused on a full audit disk", || {
+    daemon.wait_for("an agent exec refused on a full audit disk", || {
         assert!(
             others_run(),
             "a non-agent exec was refused while the audit disk was full"
         );
         (!agent_runs()).then_some(())
     });
-    let _ = refused;
     for _ in 0..20 {
         assert!(
             others_run(),
@@ -502,17 +501,88 @@ fn scenario_30_a_full_audit_disk_refuses_agents_and_nothing_else() {
     });
     let status = daemon.json(&["status", "--json"]);
     assert!(status["audit"]["failing"].is_null(), "{status}");
-    let loss = daemon.wait_audit("a loss row with the refusals", &["--kind", "loss"], |r| {
+    daemon.wait_audit("a loss row with the refusals", &["--kind", "loss"], |r| {
         r["event"]["counters"]["audit_down_denied"]
             .as_u64()
             .unwrap_or(0)
             >= 1
     });
-    let _ = loss;
     let verify = daemon.audit_cli(&["verify"]);
     assert!(
         verify.status.success(),
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+}
+
+#[test]
+fn shadow_mode_records_would_ask_decisions_without_holding_and_policy_tune_reports_them() {
+    let dir = TestDir::new("audit-shadow");
+    let tool = dir.probe_copy("export-tool");
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"version = 1
+
+[[rule]]
+name = "exports-watch"
+operation = "exec"
+binary = "{}"
+action = "ask"
+mode = "monitor"
+controls = ["SOC2:CC6.1"]
+"#,
+            tool.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    for _ in 0..3 {
+        let (status, _) =
+            Spawned::start(daemon.agent("shadow-bot", &tool, &["exit", "0"])).finish();
+        assert_eq!(fate(status), "exit:0", "a monitor rule never holds");
+    }
+    let pending = daemon.json(&["approvals", "list", "--json"]);
+    assert_eq!(pending.as_array().map(Vec::len), Some(0), "{pending}");
+    let rows = daemon.wait_for("three would-ask decisions", || {
+        let rows = daemon.audit_rows(&["--rule", "exports-watch", "--kind", "decision"]);
+        (rows.len() >= 3).then_some(rows)
+    });
+    for row in &rows {
+        assert_eq!(row["event"]["monitor"], true, "{row}");
+        assert_eq!(row["action"], "ask");
+        assert_eq!(row["outcome"], "allowed");
+    }
+
+    let mut args = vec!["policy".to_string(), "tune".to_string()];
+    args.extend(daemon.audit_args.iter().cloned());
+    args.extend(
+        [
+            "--since",
+            "1h",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--json",
+        ]
+        .map(String::from),
+    );
+    let out = Command::new(interceptor_integration::interceptor_bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rule = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "exports-watch")
+        .unwrap_or_else(|| panic!("no exports-watch in {report}"));
+    assert_eq!(rule["would_ask"], 3, "{rule}");
+    assert_eq!(rule["asked"], 0, "{rule}");
 }

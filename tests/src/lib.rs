@@ -181,6 +181,10 @@ impl Daemon {
             args.extend(["--audit-db".into(), db.clone().into()]);
             vec!["--db".to_string(), db]
         };
+        // Any free port: a host daemon may hold the default one.
+        if flag_value("--listen").is_none() {
+            args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
         args.extend(extra.iter().map(Into::into));
         let mut daemon = Daemon {
             child: None,
