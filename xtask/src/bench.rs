@@ -538,6 +538,41 @@ fn analyze(place: Place, lines: &[String]) -> Result<Report> {
         met: None,
         note: tcg,
     });
+    // Memory: the daemon idle right after start, and after each round's workloads.
+    let idle_mb = info
+        .get("daemon_rss_idle_kb")
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN)
+        / 1024.0;
+    rows.push(Row {
+        name: "daemon RSS idle (MB)",
+        baseline: None,
+        value: idle_mb,
+        ratio: None,
+        bpf_estimate: None,
+        target: "<= 50",
+        met: Some(idle_mb <= 50.0),
+        note: None,
+    });
+    let loaded_mb = median(
+        rounds
+            .iter()
+            .map(|&r| {
+                get(r, "held", "exec")
+                    .map(|m| m["daemon_rss_kb"].as_f64().unwrap_or(f64::NAN) / 1024.0)
+            })
+            .collect::<Result<_>>()?,
+    );
+    rows.push(Row {
+        name: "daemon RSS after load (MB)",
+        baseline: None,
+        value: loaded_mb,
+        ratio: None,
+        bpf_estimate: None,
+        target: "-",
+        met: None,
+        note: None,
+    });
     let exec_p50 = |config: &str| -> Result<f64> {
         Ok(median(
             rounds
@@ -776,6 +811,7 @@ mod tests {
         }
         if config == "held" {
             v["daemon_us_p50"] = json!(40);
+            v["daemon_rss_kb"] = json!(30 * 1024 + round);
             v["counters"] = json!([["event_dropped", 0]]);
         }
         format!("{RESULT}{v}")
@@ -783,7 +819,9 @@ mod tests {
 
     #[test]
     fn ratios_are_medians_of_paired_rounds() {
-        let mut lines = vec![format!("{INFO}{{\"backend\":\"tracepoint\"}}")];
+        let mut lines = vec![format!(
+            "{INFO}{{\"backend\":\"tracepoint\",\"daemon_rss_idle_kb\":20480}}"
+        )];
         for (r, loaded) in [(1, 990.0), (2, 1000.0), (3, 500.0)] {
             lines.push(line(r, "unloaded", "exec", 1000.0, 100.0, 120.0));
             lines.push(line(r, "unloaded", "open", 1000.0, 0.0, 0.0));
@@ -803,6 +841,15 @@ mod tests {
         // 310 - 110 us
         assert!((rep.rows[4].value - 0.2).abs() < 1e-9);
         assert_eq!(rep.rows[4].met, Some(true));
+        assert_eq!(
+            (rep.rows[6].value, rep.rows[6].met),
+            (20.0, Some(true)),
+            "idle RSS in MB"
+        );
+        assert!(
+            (rep.rows[7].value - (30.0 + 2.0 / 1024.0)).abs() < 1e-9,
+            "median after load"
+        );
     }
 
     #[test]

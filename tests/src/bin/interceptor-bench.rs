@@ -489,6 +489,9 @@ impl<'a> Daemon<'a> {
             .arg(&work.policy)
             .arg("--pin-dir")
             .arg(&work.pin_dir)
+            .arg("--audit-db")
+            .arg(work.dir.join("audit.db"))
+            .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -527,6 +530,21 @@ impl<'a> Daemon<'a> {
             return Err(format!("the daemon runs the {backend} backend, not {want}"));
         }
         Ok(d)
+    }
+
+    /// The daemon's resident set (VmRSS in /proc/PID/status), in KiB; 0 if unreadable.
+    fn rss_kb(&self) -> u64 {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return 0;
+        };
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
     }
 
     fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
@@ -745,6 +763,7 @@ fn suite(args: &[OsString]) -> Result<()> {
                 info(json!({
                     "backend": status["backend"],
                     "daemon_startup_secs": startup_secs,
+                    "daemon_rss_idle_kb": daemon.rss_kb(),
                 }));
             }
             report(round, "loaded", measure(untracked(&exec_args))?, &extra);
@@ -808,6 +827,8 @@ fn suite(args: &[OsString]) -> Result<()> {
                     ("daemon_us_p50", json!(sorted[sorted.len() / 2])),
                     ("daemon_us_p90", json!(sorted[(sorted.len() - 1) * 9 / 10])),
                     ("counters", counters),
+                    // After every workload of the round, the held execs last.
+                    ("daemon_rss_kb", json!(daemon.rss_kb())),
                 ],
             );
             daemon.stop()?;
