@@ -17,6 +17,7 @@
 //! - [`http`]: the HTTP listener (`/metrics`, `/healthz`);
 //! - [`cli`]: the command line.
 
+pub mod approvals;
 pub mod audit;
 pub mod btf;
 pub mod cli;
