@@ -7,6 +7,10 @@
 //! cancelled`); this module holds the parts that do not touch the kernel, so they can be
 //! tested on their own.
 
+pub mod config;
+pub mod store;
+pub mod token;
+
 use serde::{Deserialize, Serialize};
 
 use crate::procfs::Ancestor;
@@ -177,6 +181,9 @@ mod tests {
         open.operation = "open".into();
         open.target = "/etc/shadow".into();
         open.access = vec!["read".into()];
-        assert_eq!(open.headline(), "agent ci-bot wants to open /etc/shadow (read)");
+        assert_eq!(
+            open.headline(),
+            "agent ci-bot wants to open /etc/shadow (read)"
+        );
     }
 }

@@ -258,6 +258,8 @@ pub enum ApprovalStep {
     Expired,
     /// A decision arrived too late, or from someone not allowed to take it.
     Rejected,
+    /// The held task went away (killed by someone else, or exited) before an answer.
+    Cancelled,
 }
 
 impl ApprovalStep {
@@ -269,6 +271,7 @@ impl ApprovalStep {
             ApprovalStep::Denied => "denied",
             ApprovalStep::Expired => "expired",
             ApprovalStep::Rejected => "rejected",
+            ApprovalStep::Cancelled => "cancelled",
         }
     }
 }

@@ -318,7 +318,7 @@ pub fn tune(rows: &[StoredRow], policy: Option<&Policy>, opts: &TuneOptions) -> 
                             });
                         }
                     }
-                    ApprovalStep::Notified | ApprovalStep::Rejected => {}
+                    ApprovalStep::Notified | ApprovalStep::Rejected | ApprovalStep::Cancelled => {}
                 }
             }
             _ => {}
