@@ -75,6 +75,12 @@ const EVENT_DRAIN_PERIOD: Duration = Duration::from_millis(20);
 /// Exec records kept in memory for `interceptor events`.
 const RECENT_EVENTS: usize = 4096;
 
+/// Closed requests remembered for late answers.
+const CLOSED_KEPT: usize = 1024;
+
+/// How often a pending request's task is checked (gone: cancelled) and its deadline.
+const REQUEST_WATCH_PERIOD: Duration = Duration::from_millis(200);
+
 /// Names of the kernel failure counters, by index.
 const COUNTER_NAMES: [(u32, &str); counters::COUNT as usize] = [
     (counters::EVENT_DROPPED, "event_dropped"),
@@ -213,6 +219,18 @@ struct Pending {
     decision: DecisionAudit,
     /// When the daemon saw the hold.
     held_at: Instant,
+    /// When nobody answered in time: `on_timeout` applies.
+    deadline: Instant,
+    /// The rule's (or the defaults') `timeout`, for messages.
+    timeout: Duration,
+    on_timeout: Action,
+}
+
+/// A closed request, kept so that a late answer is told why and recorded.
+struct Closed {
+    why: String,
+    /// The `rejected` row a late answer writes (reviewer and detail filled in then).
+    row: ApprovalAudit,
 }
 
 #[derive(Default)]
@@ -220,6 +238,9 @@ struct State {
     /// Agent names; the agent id is the index + 1.
     agents: Vec<String>,
     pending: BTreeMap<u64, Pending>,
+    /// How recently closed requests ended (expired, cancelled, answered), so a late answer
+    /// is told why it is refused. Bounded by [`CLOSED_KEPT`].
+    closed: BTreeMap<u64, Closed>,
     next_request: u64,
     events: VecDeque<ExecRecord>,
     next_seq: u64,
@@ -964,10 +985,29 @@ impl Daemon {
         reviewer: String,
     ) -> Result<Response, String> {
         // Taken out first: of two concurrent answers exactly one finds the request.
-        let pending = lock(&self.state)
-            .pending
-            .remove(&id)
-            .ok_or_else(|| format!("no pending request {id} (see `interceptor approvals list`)"))?;
+        let taken = {
+            let mut state = lock(&self.state);
+            state.pending.remove(&id).ok_or_else(|| {
+                state
+                    .closed
+                    .get(&id)
+                    .map(|c| (c.why.clone(), c.row.clone()))
+            })
+        };
+        let pending = match taken {
+            Ok(p) => p,
+            Err(Some((why, row))) => {
+                self.reject_late(row, &why, &reviewer).await;
+                return Err(format!(
+                    "request {id} is closed: {why}; this answer was not applied"
+                ));
+            }
+            Err(None) => {
+                return Err(format!(
+                    "no pending request {id} (see `interceptor approvals list`)"
+                ));
+            }
+        };
         let pid = pending.view.pid;
         if let Some(pidfd) = &pending.pidfd
             && !pidfd.alive()
@@ -1003,6 +1043,16 @@ impl Daemon {
                 }
             }
         }
+        self.remember_closed(
+            &pending,
+            format!(
+                "{} by {reviewer}",
+                match decision {
+                    Decision::Approved => "approved",
+                    Decision::Denied => "denied",
+                }
+            ),
+        );
         info!(id, pid, agent = %pending.view.agent, ?decision, %reviewer, target = %pending.view.filename, "decision applied");
         Ok(Response::Decided { id, decision, pid })
     }
@@ -1099,12 +1149,147 @@ impl Daemon {
     }
 
     fn pending_views(&self) -> Vec<PendingView> {
-        let mut state = lock(&self.state);
-        // Forget requests whose process is gone (killed by someone, or exited).
-        state
+        // Requests whose task is gone are closed (and recorded) by their watcher.
+        lock(&self.state)
             .pending
-            .retain(|_, p| p.pidfd.as_ref().is_none_or(Pidfd::alive));
-        state.pending.values().map(|p| p.view.clone()).collect()
+            .values()
+            .filter(|p| p.pidfd.as_ref().is_none_or(Pidfd::alive))
+            .map(|p| p.view.clone())
+            .collect()
+    }
+
+    /// Watches one pending request until it is closed: cancels it when its task goes
+    /// away, and applies `on_timeout` at its deadline.
+    async fn watch_request(self: Arc<Self>, id: u64) {
+        loop {
+            let (deadline, alive) = {
+                let state = lock(&self.state);
+                let Some(p) = state.pending.get(&id) else {
+                    return;
+                };
+                (p.deadline, p.pidfd.as_ref().is_none_or(Pidfd::alive))
+            };
+            if !alive {
+                self.cancel(id).await;
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.expire(id).await;
+                return;
+            }
+            tokio::time::sleep((deadline - now).min(REQUEST_WATCH_PERIOD)).await;
+        }
+    }
+
+    /// Nobody answered in time: the request's `on_timeout` applies (deny kills the held
+    /// task; allow resumes it, recorded first). Late answers are refused as expired.
+    async fn expire(&self, id: u64) {
+        let Some(pending) = lock(&self.state).pending.remove(&id) else {
+            return;
+        };
+        let pid = pending.view.pid;
+        let allow = matches!(pending.on_timeout, Action::Allow | Action::Audit);
+        let why = format!(
+            "expired: nobody answered within {}; on_timeout = {} applied",
+            humantime::format_duration(pending.timeout),
+            pending.on_timeout
+        );
+        self.remember_closed(&pending, why.clone());
+        let mut decision = pending.decision.clone();
+        decision.outcome = if allow {
+            Outcome::Allowed
+        } else {
+            Outcome::Denied
+        };
+        decision.decided_by = DecidedBy::Timeout;
+        decision.latency_us = Some(pending.held_at.elapsed().as_micros() as u64);
+        decision.recent = Vec::new();
+        decision.reason = format!("{}; {why}", decision.reason);
+        let mut step = approval_row(id, ApprovalStep::Expired, &pending.decision, None);
+        step.detail = Some(why.clone());
+        let rows = vec![
+            follow(AuditEvent::Approval(step), pending.decision_seq),
+            follow(AuditEvent::Decision(decision), pending.decision_seq),
+        ];
+        if allow {
+            // Committed before the task runs; unrecordable means it does not run.
+            if let Err(e) = self.append_all(rows).await {
+                error!(id, pid, error = %e, "killing a request whose on_timeout allows: it could not be recorded (fail closed)");
+                if let Some(pidfd) = &pending.pidfd {
+                    let _ = pidfd.signal(libc::SIGKILL);
+                }
+                return;
+            }
+            let applied = match &pending.pidfd {
+                Some(pidfd) => self.resume(pidfd),
+                None => {
+                    self.apply_approval(id, &pending, GrantTerms::default(), "timeout")
+                        .await
+                }
+            };
+            if let Err(e) = applied {
+                warn!(id, pid, error = %e, "could not apply on_timeout = allow");
+            }
+        } else {
+            if let Some(pidfd) = &pending.pidfd
+                && let Err(e) = pidfd.signal(libc::SIGKILL)
+            {
+                warn!(id, pid, error = %e, "killing an expired request's task");
+            }
+            if let Err(e) = self.append_all(rows).await {
+                error!(id, error = %e, "an expired request was applied but not recorded in the audit log");
+            }
+        }
+        warn!(id, pid, agent = %pending.view.agent, target = %pending.view.filename, "request {why}");
+    }
+
+    /// The held task went away before an answer (killed by someone, or it exited).
+    async fn cancel(&self, id: u64) {
+        let Some(pending) = lock(&self.state).pending.remove(&id) else {
+            return;
+        };
+        let why = format!("cancelled: the held process {} went away", pending.view.pid);
+        self.remember_closed(&pending, why.clone());
+        if let Some(pidfd) = &pending.pidfd {
+            let _ = lock(&self.kernel).held.remove(&pidfd.pid);
+        }
+        let mut step = approval_row(id, ApprovalStep::Cancelled, &pending.decision, None);
+        step.detail = Some(why.clone());
+        if let Err(e) = self
+            .append_all(vec![follow(
+                AuditEvent::Approval(step),
+                pending.decision_seq,
+            )])
+            .await
+        {
+            error!(id, error = %e, "a cancelled request was not recorded in the audit log");
+        }
+        info!(id, agent = %pending.view.agent, "request {why}");
+    }
+
+    /// Records an answer that came after the request closed.
+    async fn reject_late(&self, mut row: ApprovalAudit, why: &str, reviewer: &str) {
+        let id = row.request;
+        row.by = Some(reviewer.to_string());
+        row.channel = Some("cli".into());
+        row.detail = Some(format!(
+            "late answer refused: the request is closed ({why})"
+        ));
+        let row = AuditEvent::Approval(row);
+        if let Err(e) = self.append_all(vec![NewEntry::now(row)]).await {
+            error!(id, error = %e, "a refused late answer was not recorded in the audit log");
+        }
+    }
+
+    fn remember_closed(&self, pending: &Pending, why: String) {
+        let id = pending.view.id;
+        let row = approval_row(id, ApprovalStep::Rejected, &pending.decision, None);
+        let mut state = lock(&self.state);
+        state.closed.insert(id, Closed { why, row });
+        while state.closed.len() > CLOSED_KEPT {
+            state.closed.pop_first();
+        }
     }
 
     /// The kernel's counters by name.
@@ -1252,6 +1437,8 @@ impl Daemon {
         decision.request = Some(id);
         view.env = decision.process.env.clone();
         view.recent = decision.recent.clone();
+        let (timeout, on_timeout) = ask_terms(&self.active().policy, record.rule.as_deref());
+        let now = Instant::now();
         state.pending.insert(
             id,
             Pending {
@@ -1261,10 +1448,14 @@ impl Daemon {
                 access: ev.access,
                 decision_seq: None,
                 decision: decision.clone(),
-                held_at: Instant::now(),
+                held_at: now,
+                deadline: now + timeout,
+                timeout,
+                on_timeout,
             },
         );
         drop(state);
+        tokio::spawn(self.clone().watch_request(id));
         // Nothing runs meanwhile (the open was refused); an unrecordable request is dropped.
         let daemon = self.clone();
         tokio::spawn(async move {
@@ -1371,6 +1562,7 @@ impl Daemon {
             .and_then(|name| active.policy.rule_named(name))
             .map(|(_, rule)| rule.reviewers.clone())
             .unwrap_or_default();
+        let (mut timeout, mut on_timeout) = ask_terms(&active.policy, record.rule.as_deref());
         if policy_decides {
             if record.userspace_decides {
                 self.complete_record(record.seq, &argv);
@@ -1427,6 +1619,8 @@ impl Daemon {
                     rule_name = decision.winner.clone();
                     reason = Some(verdict.reason.clone());
                     reviewers = verdict.reviewers.clone();
+                    timeout = Duration::from_secs(verdict.timeout_secs);
+                    on_timeout = verdict.on_timeout;
                 }
             }
         }
@@ -1450,6 +1644,7 @@ impl Daemon {
             }
         };
         info!(id, pid, agent = %view.agent, binary = %view.filename, argv = ?view.argv,
+              timeout_secs = timeout.as_secs(), %on_timeout,
               "waiting for approval: `interceptor approvals approve {id}` or `interceptor approvals deny {id}`");
         lock(&self.state).pending.insert(
             id,
@@ -1461,8 +1656,12 @@ impl Daemon {
                 decision_seq: Some(decision_seq),
                 decision,
                 held_at: started,
+                deadline: started + timeout,
+                timeout,
+                on_timeout,
             },
         );
+        tokio::spawn(self.clone().watch_request(id));
     }
 
     fn rule_reason_by_name(&self, name: Option<&str>) -> Option<String> {
@@ -1945,6 +2144,20 @@ fn approval_row(
         by: by.map(str::to_string),
         detail: None,
     }
+}
+
+/// How long an `ask` by rule `rule` waits, and what it becomes unanswered (the rule's own
+/// terms, else the policy's defaults).
+fn ask_terms(policy: &Policy, rule: Option<&str>) -> (Duration, Action) {
+    let rule = rule
+        .and_then(|name| policy.rule_named(name))
+        .map(|(_, r)| r);
+    (
+        rule.and_then(|r| r.timeout)
+            .unwrap_or(policy.defaults.timeout),
+        rule.and_then(|r| r.on_timeout)
+            .unwrap_or(policy.defaults.on_timeout),
+    )
 }
 
 /// The reviewer behind a control-socket request: the caller's user name (`uid:N` when the
