@@ -7,6 +7,9 @@
 //! cancelled`); this module holds the parts that do not touch the kernel, so they can be
 //! tested on their own.
 
+pub mod sign;
+pub mod text;
+
 use serde::{Deserialize, Serialize};
 
 use crate::procfs::Ancestor;
