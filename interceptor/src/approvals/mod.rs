@@ -9,6 +9,7 @@
 
 pub mod sign;
 pub mod text;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 
