@@ -8,6 +8,7 @@
 //! tested on their own.
 
 pub mod sign;
+pub mod slack;
 pub mod text;
 pub mod webhook;
 
