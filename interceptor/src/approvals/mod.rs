@@ -9,6 +9,7 @@
 
 pub mod sign;
 pub mod slack;
+pub mod teams;
 pub mod text;
 pub mod webhook;
 
