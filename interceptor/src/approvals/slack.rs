@@ -112,6 +112,12 @@ fn code_block(s: &str, max: usize) -> String {
     }
 }
 
+/// Untrusted text for a `plain_text` object, which Slack never formats: visible and
+/// fitted, nothing escaped.
+fn one_line(s: &str, max: usize) -> String {
+    text::fit(&text::visible(s, false), max, text::no_escape)
+}
+
 fn mrkdwn(text: String) -> Value {
     json!({ "type": "mrkdwn", "text": text, "verbatim": true })
 }
@@ -145,7 +151,7 @@ pub fn message(notice: &Notice, channel: Option<&str>) -> Value {
     let headline = notice.headline();
     let mut blocks = vec![json!({
         "type": "header",
-        "text": plain(text::fit(&text::visible(&headline, false), MAX_HEADER_TEXT, text::no_escape)),
+        "text": plain(one_line(&headline, MAX_HEADER_TEXT)),
     })];
 
     let user = match &notice.user {
@@ -260,7 +266,7 @@ pub fn message(notice: &Notice, channel: Option<&str>) -> Value {
                 "value": id,
                 "confirm": {
                     "title": plain(format!("Approve request {id}?")),
-                    "text": plain(text::fit(&text::visible(&headline, false), CONFIRM_TEXT_MAX, text::no_escape)),
+                    "text": plain(one_line(&headline, CONFIRM_TEXT_MAX)),
                     "confirm": plain("Approve".into()),
                     "deny": plain("Cancel".into()),
                 },
@@ -458,6 +464,14 @@ fn clip(s: &str) -> String {
     text::fit(&text::visible(s, false), 64, text::no_escape)
 }
 
+/// A request id as our buttons write it: decimal digits only (`u64::from_str` would also
+/// take `+42`).
+fn parse_id(value: &str) -> Option<u64> {
+    let digits =
+        !value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit());
+    if digits { value.parse().ok() } else { None }
+}
+
 /// Reads an Approve or Deny click from an interactivity request body: form-encoded, one
 /// `payload` field holding a `block_actions` JSON payload with one action.
 ///
@@ -507,16 +521,9 @@ pub fn parse_interaction(raw_body: &[u8]) -> Result<Interaction, SlackPayloadErr
         }
     };
     let value = action.value.ok_or(SlackPayloadError::MissingValue)?;
-    // Digits only: `u64::from_str` would also take `+42`.
-    let request_id =
-        if !value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit()) {
-            value.parse::<u64>().ok()
-        } else {
-            None
-        }
-        .ok_or_else(|| SlackPayloadError::InvalidRequestId {
-            found: clip(&value),
-        })?;
+    let request_id = parse_id(&value).ok_or_else(|| SlackPayloadError::InvalidRequestId {
+        found: clip(&value),
+    })?;
 
     let user = raw.user.ok_or(SlackPayloadError::MissingUser)?;
     let user_id = user.id.ok_or(SlackPayloadError::MissingUser)?;

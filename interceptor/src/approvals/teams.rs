@@ -69,6 +69,10 @@ fn label(s: &str) -> Value {
     json!({ "type": "TextBlock", "text": s, "weight": "Bolder", "wrap": true, "spacing": "Medium" })
 }
 
+fn subtle(s: String) -> Value {
+    json!({ "type": "TextBlock", "text": s, "isSubtle": true, "wrap": true, "spacing": "Medium" })
+}
+
 fn fact(title: &str, value: String) -> Value {
     json!({ "title": title, "value": value })
 }
@@ -80,7 +84,13 @@ pub fn card(notice: &Notice) -> Value {
     let headline = notice.headline();
     let is_open = notice.operation == "open";
     let mut body = vec![
-        json!({ "type": "TextBlock", "text": "Approval needed", "size": "Large", "weight": "Bolder", "wrap": true }),
+        json!({
+            "type": "TextBlock",
+            "text": "Approval needed",
+            "size": "Large",
+            "weight": "Bolder",
+            "wrap": true,
+        }),
         rich(vec![bold(&agent(&headline, HEADLINE_MAX, false))]),
     ];
 
@@ -168,11 +178,15 @@ pub fn card(notice: &Notice) -> Value {
             "style": "warning",
             "spacing": "Medium",
             "items": [
-                { "type": "TextBlock", "text": "Agent's rationale (unverified: the agent wrote this itself)", "weight": "Bolder", "wrap": true },
-                rich(vec![json!({ "type": "TextRun", "text": agent(r, RATIONALE_MAX, true), "italic": true })]),
+                label("Agent's rationale (unverified: the agent wrote this itself)"),
+                rich(vec![json!({
+                    "type": "TextRun",
+                    "text": agent(r, RATIONALE_MAX, true),
+                    "italic": true,
+                })]),
             ],
         }),
-        None => json!({ "type": "TextBlock", "text": "The agent gave no rationale.", "isSubtle": true, "wrap": true }),
+        None => subtle("The agent gave no rationale.".into()),
     });
 
     if !notice.recent.is_empty() {
@@ -198,16 +212,16 @@ pub fn card(notice: &Notice) -> Value {
             })
         })
         .collect();
-    body.push(json!({
-        "type": "TextBlock",
-        "text": if buttons.is_empty() {
-            format!("No review links were made for this request: decide on the host with interceptor approvals approve {0} (or deny {0}).", notice.id)
-        } else {
-            "Each button is one reviewer's personal link: open only your own. You decide on the review page.".to_string()
-        },
-        "isSubtle": true,
-        "wrap": true,
-        "spacing": "Medium",
+    body.push(subtle(if buttons.is_empty() {
+        format!(
+            "No review links were made for this request: decide on the host with \
+             interceptor approvals approve {0} (or deny {0}).",
+            notice.id
+        )
+    } else {
+        "Each button is one reviewer's personal link: open only your own. \
+         You decide on the review page."
+            .to_string()
     }));
     // The first row is the card's own actions; more reviewers get more rows.
     let mut rows = buttons.chunks(MAX_ACTIONS_PER_ROW);
@@ -225,7 +239,11 @@ pub fn card(notice: &Notice) -> Value {
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                 "type": "AdaptiveCard",
                 "version": CARD_VERSION,
-                "fallbackText": format!("Approval needed on {}: {}", own(&notice.host, FACT_MAX), agent(&headline, HEADLINE_MAX, false)),
+                "fallbackText": format!(
+                    "Approval needed on {}: {}",
+                    own(&notice.host, FACT_MAX),
+                    agent(&headline, HEADLINE_MAX, false),
+                ),
                 // Commands are long; use the whole width of the channel.
                 "msteams": { "width": "Full" },
                 "body": body,

@@ -72,7 +72,10 @@ pub fn body(notice: &Notice) -> Value {
             "reason": notice.reason,
             "controls": notice.controls,
             "severity": notice.severity,
-            "grant": notice.grant.map(|g| json!({ "max_ttl_secs": g.max_ttl_secs, "max_uses": g.max_uses })),
+            "grant": notice.grant.map(|g| json!({
+                "max_ttl_secs": g.max_ttl_secs,
+                "max_uses": g.max_uses,
+            })),
         },
         "links": links,
         "requested_at": text::rfc3339_ms(notice.requested_at_ms),
