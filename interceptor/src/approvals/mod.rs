@@ -8,8 +8,13 @@
 //! tested on their own.
 
 pub mod config;
+pub mod sign;
+pub mod slack;
 pub mod store;
+pub mod teams;
+pub mod text;
 pub mod token;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 
