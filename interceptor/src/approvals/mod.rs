@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::procfs::Ancestor;
 
+pub mod page;
+
 /// Everything a reviewer is shown about one request, on every channel.
 ///
 /// Built once per request by the daemon from what it read while the task was stopped;
