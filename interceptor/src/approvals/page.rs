@@ -536,6 +536,7 @@ button {
   min-height: 2.75rem;
 }
 button.approve { background: var(--good); color: var(--good-fg); border-color: var(--good); }
+button.grant-button { background: var(--card); color: var(--good); border: 2px solid var(--good); }
 button.deny { background: var(--bad); color: var(--bad-fg); border-color: var(--bad); }
 @media (max-width: 34rem) { .buttons button { flex: 1 1 100%; } }
 button:focus-visible, textarea:focus-visible, input:focus-visible {
@@ -648,7 +649,7 @@ impl ReviewPage<'_> {
             Esc(&utc(n.deadline_ms)),
         )?;
         let then = match on_timeout_words(&n.on_timeout) {
-            Some(words) => format!("{words} (<code>{}</code>)", shown(&n.on_timeout)),
+            Some(words) => words.to_string(),
             None => format!("<code>{}</code>", shown(&n.on_timeout)),
         };
         writeln!(
@@ -859,9 +860,12 @@ impl ReviewPage<'_> {
             )
         };
         writeln!(f, "<p id=\"quorum\" class=\"muted\">{}</p>", Esc(&quorum))?;
+        // The first submit button is the form's default: Enter in a grant input would press
+        // it. A disabled one makes Enter do nothing, so only a deliberate click decides.
         writeln!(
             f,
             "<form method=\"post\" action=\"{}\">\n\
+             <button type=\"submit\" disabled hidden aria-hidden=\"true\" tabindex=\"-1\"></button>\n\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\n\
              <label for=\"comment\">Comment <span class=\"muted\">(optional, recorded in \
              the audit log)</span></label>\n\
@@ -905,7 +909,7 @@ impl ReviewPage<'_> {
         if grant.is_some() {
             writeln!(
                 f,
-                "<button id=\"approve-grant\" class=\"approve\" type=\"submit\" \
+                "<button id=\"approve-grant\" class=\"grant-button\" type=\"submit\" \
                  name=\"decision\" value=\"approve_grant\">Approve and grant</button>"
             )?;
         }
@@ -1127,6 +1131,10 @@ mod tests {
     fn one_form_that_posts_back_with_the_csrf_token() {
         let html = page(&sample_notice());
         assert_eq!(html.matches("<form").count(), 1);
+        // Enter in an input presses the first submit button: it must be a disabled one.
+        let first_button = &html[html.find("<form").unwrap()..];
+        let first_button = &first_button[first_button.find("<button").unwrap()..];
+        assert!(first_button.starts_with("<button type=\"submit\" disabled hidden"));
         assert!(html.contains("<form method=\"post\" action=\"/r/TOKEN\">"));
         assert!(html.contains("<input type=\"hidden\" name=\"csrf\" value=\"csrf-token-123\">"));
         assert!(from_id(&html, "comment").starts_with("<textarea id=\"comment\" name=\"comment\""));
