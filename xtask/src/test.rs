@@ -3,7 +3,9 @@
 //! - tier 1 unit: `cargo test` on the default members, with the audit log's PostgreSQL
 //!   tests against a throwaway server on 127.0.0.1 (see postgres.rs).
 //! - tier 2 host-root: the static integration test binaries on this machine, as root,
-//!   against the tracepoint backend (BPF LSM programs cannot load on these hosts).
+//!   against the tracepoint backend (BPF LSM programs cannot load on these hosts). Browser
+//!   tests drive Debian's headless Chromium (installed by setup) and leave screenshots in
+//!   target/test-artifacts/.
 //! - tier 3 vm: the same binaries inside a QEMU VM with BPF LSM (lsm backend).
 //!
 //! A failing tier does not stop the later ones; the exit status is non-zero if any failed.
