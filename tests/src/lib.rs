@@ -8,6 +8,8 @@
 //!   exactly that backend, so a VM that silently fell back to tracepoints fails.
 //!
 //! Missing variables are a test failure, never a skip.
+//!
+//! [`webdriver`] drives Debian's headless Chromium (tier 2 only: the VM has no browser).
 
 use std::{
     fs,
@@ -20,6 +22,8 @@ use std::{
 };
 
 use serde_json::Value;
+
+pub mod webdriver;
 
 /// Generous: the VM emulates the CPU and runs ~20x slower than the host.
 pub const PATIENCE: Duration = Duration::from_secs(60);

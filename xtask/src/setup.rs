@@ -14,7 +14,9 @@ use crate::util::{self, output_checked, probe_output, run_checked};
 /// Debian packages: LLVM 22 for bpf-linker (matches rustc's LLVM), QEMU for the VM tier,
 /// a static busybox for the VM's userland, musl-gcc for static builds with C deps,
 /// bpftool for debugging, cpio to pack the initramfs, a PostgreSQL server for the audit
-/// log's tests (tier 1 starts a throwaway cluster; see postgres.rs).
+/// log's tests (tier 1 starts a throwaway cluster; see postgres.rs), and a headless
+/// Chromium with its WebDriver for tier 2's browser tests of the review page (with a font,
+/// or the screenshots they save show boxes instead of text).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "qemu-system-x86",
@@ -23,6 +25,17 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "cpio",
     "postgresql",
+    "chromium",
+    "chromium-driver",
+    "fonts-dejavu-core",
+];
+
+/// Programs the tests start by path, and the package that ships each. Checked after the
+/// apt step: an installed package whose binary is gone (diverted, half-removed) would
+/// otherwise surface only as a confusing test failure.
+const APT_BINARIES: &[(&str, &str)] = &[
+    ("/usr/bin/chromium", "chromium"),
+    ("/usr/bin/chromedriver", "chromium-driver"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -61,6 +74,7 @@ pub fn run(ws: &Workspace, verbosity: Verbosity) -> Result<()> {
         apt_updated: Cell::new(false),
     };
     s.step("apt packages", Setup::apt_packages)?;
+    check_apt_binaries()?;
     s.step("rust-src (nightly)", Setup::nightly_rust_src)?;
     s.step(&format!("rust target {MUSL_TARGET}"), Setup::musl_target)?;
     s.step(
@@ -318,6 +332,26 @@ impl<'a> Setup<'a> {
             }),
         ))
     }
+}
+
+/// Fails unless every program in [`APT_BINARIES`] exists and is executable.
+fn check_apt_binaries() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let broken: Vec<String> = APT_BINARIES
+        .iter()
+        .filter(|(path, _)| {
+            !std::fs::metadata(path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map(|(path, package)| format!("{path} (package {package})"))
+        .collect();
+    if !broken.is_empty() {
+        bail!(
+            "missing after the apt step: {}; try `apt-get install --reinstall` on those packages",
+            broken.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The cached VM kernel image.

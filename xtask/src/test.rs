@@ -3,7 +3,9 @@
 //! - tier 1 unit: `cargo test` on the default members, with the audit log's PostgreSQL
 //!   tests against a throwaway server on 127.0.0.1 (see postgres.rs).
 //! - tier 2 host-root: the static integration test binaries on this machine, as root,
-//!   against the tracepoint backend (BPF LSM programs cannot load on these hosts).
+//!   against the tracepoint backend (BPF LSM programs cannot load on these hosts). Browser
+//!   tests drive Debian's headless Chromium (installed by setup) and leave screenshots in
+//!   target/test-artifacts/.
 //! - tier 3 vm: the same binaries inside a QEMU VM with BPF LSM (lsm backend).
 //!
 //! A failing tier does not stop the later ones; the exit status is non-zero if any failed.
@@ -25,6 +27,8 @@ use crate::{VmArgs, Workspace};
 pub const ENV_DAEMON: &str = "INTERCEPTOR_BIN";
 pub const ENV_PROBE: &str = "INTERCEPTOR_PROBE";
 pub const ENV_BACKEND: &str = "INTERCEPTOR_EXPECT_BACKEND";
+/// Where tests save what a human may want to look at afterwards (browser screenshots).
+pub const ENV_ARTIFACTS: &str = "INTERCEPTOR_TEST_ARTIFACTS";
 
 struct TierReport {
     label: &'static str,
@@ -54,10 +58,16 @@ impl Builds<'_> {
 
 /// Integration test binaries that run on the host only (tier 2), and why tier 3 leaves
 /// them out.
-const HOST_ONLY: [(&str, &str); 1] = [(
-    "audit_postgres",
-    "its PostgreSQL server runs on the host; the VM has none",
-)];
+const HOST_ONLY: [(&str, &str); 2] = [
+    (
+        "audit_postgres",
+        "its PostgreSQL server runs on the host; the VM has none",
+    ),
+    (
+        "webdriver_smoke",
+        "it drives Debian's headless Chromium, which the VM image does not carry",
+    ),
+];
 
 /// The tests tier 3 runs: all but [`HOST_ONLY`], each left out by name, with the reason.
 fn vm_tests(tests: &[TestExe]) -> Vec<TestExe> {
@@ -192,6 +202,9 @@ fn tier2(ws: &Workspace, builds: &mut Builds, counts: &mut Counts) -> Result<()>
     let a = builds.get()?;
     // Never skipped: the daemon's PostgreSQL test fails without its server.
     let pg = postgres::PgServer::start(ws, false).context("the audit tests' PostgreSQL server")?;
+    let artifacts_dir = ws.target.join("test-artifacts");
+    std::fs::create_dir_all(&artifacts_dir)
+        .with_context(|| format!("creating {}", artifacts_dir.display()))?;
     let mut failed = Vec::new();
     for t in &a.tests {
         println!("xtask: tier 2: {} ({})", t.name, t.path.display());
@@ -201,6 +214,7 @@ fn tier2(ws: &Workspace, builds: &mut Builds, counts: &mut Counts) -> Result<()>
             .env(ENV_PROBE, &a.probe)
             .env(ENV_BACKEND, "tracepoint")
             .env(postgres::ENV_PG_URL, &pg.url)
+            .env(ENV_ARTIFACTS, &artifacts_dir)
             .current_dir(&ws.root);
         let status = util::run_streaming(&mut cmd, |l| counts.add_libtest_line(l))?;
         if !status.success() {
