@@ -236,8 +236,19 @@ fn tier3(
 ) -> Result<()> {
     let outcome = vm::run_suite(ws, inputs, opts)?;
     *counts = outcome.counts;
+    let mut notes = Vec::new();
     if let Some(b) = outcome.boot_secs {
-        *note = Some(format!("VM boot {b:.1} s"));
+        notes.push(format!("VM boot {b:.1} s"));
+    }
+    if !outcome.lockups.is_empty() {
+        notes.push(format!(
+            "resumed in a fresh VM after {} guest soft lockup(s): {}",
+            outcome.lockups.len(),
+            outcome.lockups.join("; ")
+        ));
+    }
+    if !notes.is_empty() {
+        *note = Some(notes.join("; "));
     }
     let c = outcome.counts;
     if !outcome.complete {
