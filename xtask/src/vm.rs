@@ -715,6 +715,29 @@ mod tests {
     }
 
     #[test]
+    fn names_a_soft_lockup_from_the_console() {
+        let dir = std::env::temp_dir().join(format!("xtask-lockup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let serial = dir.join("serial.log");
+        std::fs::write(
+            &serial,
+            "[  1.0] booted\n\
+             [ 85.9] watchdog: BUG: soft lockup - CPU#1 stuck for 27s! [init:2359]\n\
+             [ 85.9] Modules linked in:\n\
+             [ 85.9] RIP: 0010:clear_page_rep+0xb/0x20\n\
+             [ 85.9] RIP: 0033:0x460d80\n",
+        )
+        .unwrap();
+        assert_eq!(
+            soft_lockup(&serial).as_deref(),
+            Some("CPU#1 in clear_page_rep+0xb/0x20, task init:2359")
+        );
+        std::fs::write(&serial, "[ 1.0] Kernel panic - not syncing: VFS\n").unwrap();
+        assert_eq!(soft_lockup(&serial), None, "other panics are not resumed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn missing_end_marker() {
         let v = parse_results("INTERCEPTOR-VM-BOOTED 5.1\nINTERCEPTOR-VM-RUN t/a\n");
         assert!(v.end.is_none());
