@@ -1437,7 +1437,11 @@ impl Daemon {
         decision.request = Some(id);
         view.env = decision.process.env.clone();
         view.recent = decision.recent.clone();
-        let (timeout, on_timeout) = ask_terms(&self.active().policy, record.rule.as_deref());
+        let active = self.active();
+        let rule = (record.rule.as_deref())
+            .and_then(|name| active.policy.rule_named(name))
+            .map(|(_, r)| r);
+        let (timeout, on_timeout) = ask_terms(&active.policy, rule);
         let now = Instant::now();
         state.pending.insert(
             id,
@@ -1556,13 +1560,11 @@ impl Daemon {
                     ino: record.ino,
                 }));
         let mut decision = self.held_decision(&record, &argv);
-        let mut reviewers = record
-            .rule
-            .as_deref()
+        let rule = (record.rule.as_deref())
             .and_then(|name| active.policy.rule_named(name))
-            .map(|(_, rule)| rule.reviewers.clone())
-            .unwrap_or_default();
-        let (mut timeout, mut on_timeout) = ask_terms(&active.policy, record.rule.as_deref());
+            .map(|(_, r)| r);
+        let mut reviewers = rule.map(|r| r.reviewers.clone()).unwrap_or_default();
+        let (mut timeout, mut on_timeout) = ask_terms(&active.policy, rule);
         if policy_decides {
             if record.userspace_decides {
                 self.complete_record(record.seq, &argv);
@@ -2146,18 +2148,10 @@ fn approval_row(
     }
 }
 
-/// How long an `ask` by rule `rule` waits, and what it becomes unanswered (the rule's own
+/// How long an `ask` by `rule` waits, and what it becomes unanswered (the rule's own
 /// terms, else the policy's defaults).
-fn ask_terms(policy: &Policy, rule: Option<&str>) -> (Duration, Action) {
-    let rule = rule
-        .and_then(|name| policy.rule_named(name))
-        .map(|(_, r)| r);
-    (
-        rule.and_then(|r| r.timeout)
-            .unwrap_or(policy.defaults.timeout),
-        rule.and_then(|r| r.on_timeout)
-            .unwrap_or(policy.defaults.on_timeout),
-    )
+fn ask_terms(policy: &Policy, rule: Option<&crate::policy::Rule>) -> (Duration, Action) {
+    (policy.ask_timeout(rule), policy.ask_on_timeout(rule))
 }
 
 /// The reviewer behind a control-socket request: the caller's user name (`uid:N` when the

@@ -15,6 +15,7 @@
 use std::fmt::{self, Display, Formatter};
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::text::is_invisible;
 use super::{GrantOffer, Notice};
 use crate::procfs::Ancestor;
 
@@ -349,30 +350,12 @@ fn prose(text: &str) -> Shown<'_> {
     }
 }
 
-/// Characters a reviewer could not see, or that change how the text around them is
-/// displayed: C0/C1 controls and DEL, zero-width and bidi formatting characters, line and
-/// paragraph separators, the BOM, soft hyphens.
-fn is_hidden(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{00AD}'
-                | '\u{061C}'
-                | '\u{180E}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{2028}'..='\u{202E}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{FEFF}'
-        )
-}
-
 impl Display for Shown<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let mut rest = self.text;
         while let Some((i, c)) = rest
             .char_indices()
-            .find(|&(_, c)| is_hidden(c) && !(self.keep_newlines && c == '\n'))
+            .find(|&(_, c)| is_invisible(c) && !(self.keep_newlines && c == '\n'))
         {
             write!(f, "{}", Esc(&rest[..i]))?;
             let escape = match c {

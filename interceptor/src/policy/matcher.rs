@@ -504,6 +504,18 @@ impl Policy {
         self.decide(Operation::Open, matched)
     }
 
+    /// How long an `ask` by `rule` waits: the rule's own `timeout`, else the defaults'.
+    pub fn ask_timeout(&self, rule: Option<&Rule>) -> std::time::Duration {
+        rule.and_then(|r| r.timeout)
+            .unwrap_or(self.defaults.timeout)
+    }
+
+    /// What an unanswered `ask` by `rule` becomes: its `on_timeout`, else the defaults'.
+    pub fn ask_on_timeout(&self, rule: Option<&Rule>) -> Action {
+        rule.and_then(|r| r.on_timeout)
+            .unwrap_or(self.defaults.on_timeout)
+    }
+
     fn decide(&self, operation: Operation, matched: Vec<RuleMatch>) -> Decision {
         // Most restrictive wins; among equals, the first in the file. Enforced and monitor
         // rules are judged apart: a monitor rule never changes what is enforced.
@@ -577,13 +589,8 @@ impl Policy {
             shadow,
             reason,
             reviewers,
-            timeout_secs: rule
-                .and_then(|r| r.timeout)
-                .unwrap_or(self.defaults.timeout)
-                .as_secs(),
-            on_timeout: rule
-                .and_then(|r| r.on_timeout)
-                .unwrap_or(self.defaults.on_timeout),
+            timeout_secs: self.ask_timeout(rule).as_secs(),
+            on_timeout: self.ask_on_timeout(rule),
             policy_version: self.version().to_string(),
         }
     }
