@@ -8,6 +8,7 @@
 //! tested on their own.
 
 pub mod config;
+pub mod notify;
 pub mod page;
 pub mod sign;
 pub mod slack;
