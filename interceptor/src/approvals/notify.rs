@@ -85,6 +85,31 @@ pub struct Delivery {
     pub elapsed: Duration,
 }
 
+impl Delivery {
+    /// One line for the `notified` audit row and for people: `delivered: HTTP 200 (2
+    /// attempts, 260ms)`, `not delivered: HTTP 404 Not Found: no_service (1 attempt,
+    /// 80ms)`, `not sent: ...`.
+    pub fn summary(&self) -> String {
+        let attempts = match self.attempts {
+            1 => "1 attempt".to_string(),
+            n => format!("{n} attempts"),
+        };
+        // Whole milliseconds: humantime would print every digit down to nanoseconds.
+        let took = humantime::format_duration(Duration::from_millis(
+            self.elapsed.as_millis().try_into().unwrap_or(u64::MAX),
+        ));
+        let error = self.error.as_deref().unwrap_or("no error recorded");
+        if self.delivered {
+            let status = self.status.map_or(String::new(), |s| format!(": HTTP {s}"));
+            format!("delivered{status} ({attempts}, {took})")
+        } else if self.attempts == 0 {
+            format!("not sent: {error}")
+        } else {
+            format!("not delivered: {error} ({attempts}, {took})")
+        }
+    }
+}
+
 /// Sends notices. Holds one HTTP client, so connections to a channel are reused across
 /// requests; cloning is cheap and shares it.
 #[derive(Debug, Clone)]
@@ -607,6 +632,34 @@ mod tests {
         .expect("the signature verifies as a receiver checks it");
         let body: Value = serde_json::from_slice(&s.body).unwrap();
         assert_eq!(body, webhook::body(&sample_notice()));
+    }
+
+    #[test]
+    fn a_delivery_reads_as_one_line() {
+        let mut d = Delivery {
+            channel: "ops".into(),
+            kind: ChannelKind::Slack,
+            delivered: true,
+            attempts: 2,
+            status: Some(200),
+            error: None,
+            elapsed: Duration::from_micros(260_400),
+        };
+        assert_eq!(d.summary(), "delivered: HTTP 200 (2 attempts, 260ms)");
+        d.delivered = false;
+        d.attempts = 1;
+        d.status = Some(404);
+        d.error = Some("HTTP 404 Not Found: no_service".into());
+        assert_eq!(
+            d.summary(),
+            "not delivered: HTTP 404 Not Found: no_service (1 attempt, 260ms)"
+        );
+        d.attempts = 0;
+        d.error = Some("webhook channel has no secret; nothing sent".into());
+        assert_eq!(
+            d.summary(),
+            "not sent: webhook channel has no secret; nothing sent"
+        );
     }
 
     #[tokio::test]
