@@ -23,6 +23,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod receiver;
 pub mod webdriver;
 
 /// Generous: the VM emulates the CPU and runs ~20x slower than the host.
