@@ -295,18 +295,21 @@ fn read_request(mut reader: BufReader<TcpStream>) -> Result<Received, Option<Str
         };
         headers.push((name.trim().to_string(), value.trim().to_string()));
     }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    let mut request = Received {
+        method,
+        path,
+        headers,
+        body: Vec::new(),
+        at,
+        arrived,
+        answered: 0,
     };
-    if header("transfer-encoding").is_some() {
+    if request.header("transfer-encoding").is_some() {
         return Err(Some(
             "a Transfer-Encoding body; the channels' requests carry Content-Length".into(),
         ));
     }
-    let length: usize = match header("content-length") {
+    let length: usize = match request.header("content-length") {
         None => 0,
         Some(v) => v
             .parse()
@@ -317,19 +320,11 @@ fn read_request(mut reader: BufReader<TcpStream>) -> Result<Received, Option<Str
             "a body of {length} bytes, over {MAX_BODY_BYTES}"
         )));
     }
-    let mut body = vec![0; length];
+    request.body = vec![0; length];
     reader
-        .read_exact(&mut body)
+        .read_exact(&mut request.body)
         .map_err(|e| Some(format!("reading a {length}-byte body: {e}")))?;
-    Ok(Received {
-        method,
-        path,
-        headers,
-        body,
-        at,
-        arrived,
-        answered: 0,
-    })
+    Ok(request)
 }
 
 fn respond(mut stream: TcpStream, reply: &Reply) -> std::io::Result<()> {

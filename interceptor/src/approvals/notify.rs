@@ -86,6 +86,19 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Not delivered, no attempt made.
+    fn nothing_yet(channel: String, kind: ChannelKind) -> Self {
+        Delivery {
+            channel,
+            kind,
+            delivered: false,
+            attempts: 0,
+            status: None,
+            error: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
     /// One line for the `notified` audit row and for people: `delivered: HTTP 200 (2
     /// attempts, 260ms)`, `not delivered: HTTP 404 Not Found: no_service (1 attempt,
     /// 80ms)`, `not sent: ...`.
@@ -170,15 +183,7 @@ impl Notifier {
 
     async fn deliver_inner(&self, channel: &Channel, notice: &Notice) -> Delivery {
         let started = Instant::now();
-        let mut delivery = Delivery {
-            channel: channel.name.clone(),
-            kind: channel.kind,
-            delivered: false,
-            attempts: 0,
-            status: None,
-            error: None,
-            elapsed: Duration::ZERO,
-        };
+        let mut delivery = Delivery::nothing_yet(channel.name.clone(), channel.kind);
         let payload = match Payload::new(channel, notice) {
             Ok(p) => p,
             Err(e) => {
@@ -393,18 +398,9 @@ impl Deliveries {
                     .cloned()
                     .expect("every task is registered when spawned");
                 warn!(channel = %name, "notification task failed: {e}");
-                Some((
-                    index,
-                    Delivery {
-                        channel: name,
-                        kind,
-                        delivered: false,
-                        attempts: 0,
-                        status: None,
-                        error: Some(format!("delivery task failed: {e}")),
-                        elapsed: Duration::ZERO,
-                    },
-                ))
+                let mut failed = Delivery::nothing_yet(name, kind);
+                failed.error = Some(format!("delivery task failed: {e}"));
+                Some((index, failed))
             }
         }
     }
