@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    approvals::config::ApprovalsConfig,
     audit::{AuditConfig, AuditTarget, StoreOptions, Synchronous},
     control::{self, ClientError, DEFAULT_SOCKET, Decision, PendingView, Request, Response},
     daemon::{self, DaemonOptions},
@@ -69,9 +70,27 @@ pub enum Command_ {
     /// Example: interceptor run --agent copilot -- bash -c 'make deploy'
     Run(RunArgs),
 
-    /// List, approve or deny held operations (as root, from outside any agent).
+    /// List, show, approve or deny held operations (as a configured reviewer's uid, from
+    /// outside any agent).
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+
+    /// List or revoke grants: what earlier approvals let through without asking again.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
+
+    /// From inside an agent: say what it is doing. Reviewers see it (marked as the agent's
+    /// unverified words) on its next approval requests. It never decides anything.
+    ///
+    /// Example: interceptor context --rationale "rotating the staging TLS certificate (JIRA OPS-112)"
+    Context {
+        /// What the agent is doing and why (at most 2,000 characters).
+        #[arg(long)]
+        rationale: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 
     /// Show the most recent agent execs the kernel reported (as root).
     ///
@@ -221,8 +240,10 @@ pub struct DaemonArgs {
     #[arg(long, env = "INTERCEPTOR_AUDIT_URL", value_name = "URL")]
     pub audit_url: Option<String>,
 
-    /// The HTTP listener: Prometheus metrics on /metrics, health on /healthz (and, later, the
-    /// review page). Loopback only unless --listen-remote. `off` disables it.
+    /// The HTTP listener: Prometheus metrics on /metrics, health on /healthz, the review
+    /// page on /r/TOKEN and Slack's interactivity endpoint on /slack/interactions. Loopback
+    /// only unless --listen-remote; agents cannot connect to it. `off` disables it (and
+    /// with it review links).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9477")]
     pub listen: String,
 
@@ -234,7 +255,25 @@ pub struct DaemonArgs {
     /// the log) or full (fsync every commit).
     #[arg(long, value_enum, default_value_t = Synchronous::Normal)]
     pub audit_sync: Synchronous,
+
+    /// Reviewers and notification channels (docs/approvals.md). Default:
+    /// /etc/interceptor/approvals.toml if it exists, else root on this host reviews through
+    /// the CLI and nothing is sent anywhere.
+    #[arg(long, value_name = "PATH")]
+    pub approvals: Option<PathBuf>,
+
+    /// Approval state: pending requests with their deadlines (so a restarted daemon still
+    /// applies them), hashed review tokens, the CSRF key. Agents may not open it.
+    #[arg(long, env = "INTERCEPTOR_APPROVALS_DB", value_name = "PATH",
+          default_value = DEFAULT_APPROVALS_DB)]
+    pub approvals_db: PathBuf,
 }
+
+/// Where the approval state lives unless told otherwise.
+pub const DEFAULT_APPROVALS_DB: &str = "/var/lib/interceptor/approvals.db";
+
+/// The approvals configuration read unless told otherwise (when it exists).
+pub const DEFAULT_APPROVALS_PATH: &str = "/etc/interceptor/approvals.toml";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -262,30 +301,75 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Let a held operation run, or grant a pending open so the agent's retry succeeds.
+    /// Everything about one request: who asked, what, the rule, who may answer, its state.
     ///
-    /// Example: interceptor approvals approve 3
-    ///
-    /// Example: interceptor approvals approve 4 --uses 5 --ttl 600
-    Approve {
-        /// Request id from `interceptor approvals list`.
+    /// Example: interceptor approvals show 3
+    Show {
+        /// Request id.
         id: u64,
-        /// For a pending open: opens the grant allows (1..=1000).
-        #[arg(long, default_value_t = 1)]
-        uses: u32,
-        /// For a pending open: seconds the grant lasts (1..=86400).
-        #[arg(long, default_value_t = 300)]
-        ttl: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Kill a held operation.
+    /// Let a held operation run, or grant a pending open so the agent's retry succeeds.
     ///
-    /// Example: interceptor approvals deny 3
+    /// With --grant or --uses, an exec approval also lets the same operation through
+    /// later without asking, within the rule's `grant` limits. A pending open's approval
+    /// is always a grant (default: 1 use within 5 minutes).
+    ///
+    /// Example: interceptor approvals approve 3 --comment "expected: release 4.2"
+    ///
+    /// Example: interceptor approvals approve 4 --grant 15m --uses 3
+    Approve {
+        /// Request id from `interceptor approvals list`.
+        id: u64,
+        /// How long the grant lasts (e.g. 15m, 1h; at most 24h).
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "ttl")]
+        grant: Option<std::time::Duration>,
+        /// How many later operations the grant allows (1..=1000).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// The grant's duration in seconds (the same as --grant).
+        #[arg(long, hide = true)]
+        ttl: Option<u64>,
+        /// Why, for the audit log.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill a held operation (a pending open stays refused).
+    ///
+    /// Example: interceptor approvals deny 3 --comment "not during the freeze"
     Deny {
         /// Request id from `interceptor approvals list`.
         id: u64,
+        /// Why, for the audit log.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantsCommand {
+    /// Grants in force: exec grants (x<N>) and open grants (o<agent>:<dev>:<ino>).
+    ///
+    /// Example: interceptor grants list --json
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a grant now.
+    ///
+    /// Example: interceptor grants revoke x3
+    Revoke {
+        /// Grant id from `interceptor grants list`.
+        id: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -311,19 +395,89 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command_::Approvals(ApprovalsCommand::Approve {
             id,
+            grant,
             uses,
             ttl,
+            comment,
             json,
         }) => {
             let request = Request::Approve {
                 id,
-                grant_uses: Some(uses),
-                grant_ttl_secs: Some(ttl),
+                grant_uses: uses,
+                grant_ttl_secs: grant.map(|d| d.as_secs().max(1)).or(ttl),
+                comment,
             };
             decide(&cli.socket, request, json)
         }
-        Command_::Approvals(ApprovalsCommand::Deny { id, json }) => {
-            decide(&cli.socket, Request::Deny { id }, json)
+        Command_::Approvals(ApprovalsCommand::Deny { id, comment, json }) => {
+            decide(&cli.socket, Request::Deny { id, comment }, json)
+        }
+        Command_::Approvals(ApprovalsCommand::Show { id, json }) => {
+            let Response::Approval { request } = call(&cli.socket, &Request::ShowApproval { id })?
+            else {
+                bail!("the daemon answered `show` with something else");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&request)?);
+            } else {
+                print_approval(&request);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command_::Grants(GrantsCommand::List { json }) => {
+            let Response::Grants { grants } = call(&cli.socket, &Request::ListGrants)? else {
+                bail!("the daemon answered `grants list` with something else");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&grants)?);
+            } else if grants.is_empty() {
+                println!("no grants in force");
+            } else {
+                for g in &grants {
+                    let argv = g
+                        .argv
+                        .as_ref()
+                        .map(|a| format!(" argv: {}", crate::approvals::shell_words(a, &g.target)))
+                        .unwrap_or_default();
+                    let left = g.expires_at_ms.saturating_sub(now_ms()) / 1000;
+                    println!(
+                        "{}  {}  agent {}  {}{argv}  {} use(s) left, {left} s left{}",
+                        g.id,
+                        g.kind,
+                        g.agent,
+                        g.target,
+                        g.uses_left,
+                        g.by.as_deref()
+                            .map(|b| format!(", granted by {b}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command_::Grants(GrantsCommand::Revoke { id, json }) => {
+            let Response::Revoked { id } = call(&cli.socket, &Request::RevokeGrant { id })? else {
+                bail!("the daemon answered `grants revoke` with something else");
+            };
+            if json {
+                println!("{}", serde_json::json!({ "revoked": id }));
+            } else {
+                println!("grant {id} revoked");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command_::Context { rationale, json } => {
+            let Response::ContextSet { agent } =
+                call(&cli.socket, &Request::Context { rationale })?
+            else {
+                bail!("the daemon answered `context` with something else");
+            };
+            if json {
+                println!("{}", serde_json::json!({ "agent": agent }));
+            } else {
+                println!("context set for agent {agent}: reviewers see it on its next requests");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command_::Events { limit, json } => {
             let Response::Events { events } =
@@ -456,9 +610,78 @@ fn call(socket: &Path, request: &Request) -> anyhow::Result<Response> {
     control::call(socket, request).map_err(anyhow::Error::from)
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn print_approval(r: &control::ApprovalDetail) {
+    let n = &r.notice;
+    println!("request {}: {}", r.id, r.state);
+    if let Some(outcome) = &r.outcome {
+        println!("  outcome:    {outcome}");
+    }
+    println!("  {}", n.headline());
+    println!(
+        "  agent:      {} (pid {}, uid {}) on {}",
+        n.agent, n.pid, n.uid, n.host
+    );
+    println!("  binary:     {}", n.exe);
+    println!(
+        "  argv:       {}",
+        crate::approvals::shell_words(&n.argv, &n.target)
+    );
+    println!("  cwd:        {}", n.cwd);
+    for p in &n.parents {
+        println!("  parent:     {} {} {}", p.pid, p.exe, p.argv.join(" "));
+    }
+    if let Some(rationale) = &n.rationale {
+        println!("  agent says: {rationale}   (unverified: the agent wrote this)");
+    }
+    println!("  rule:       {}", n.rule);
+    if let Some(reason) = &n.reason {
+        println!("  reason:     {reason}");
+    }
+    if !n.controls.is_empty() {
+        println!("  controls:   {}", n.controls.join(", "));
+    }
+    println!("  reviewers:  {}", r.reviewers.join(", "));
+    if r.approvals_needed > 1 {
+        println!(
+            "  approvals:  {} of {} ({})",
+            r.approvals.len(),
+            r.approvals_needed,
+            r.approvals.join(", ")
+        );
+    }
+    if r.state == "pending" {
+        let left = r.deadline_ms.saturating_sub(now_ms()) / 1000;
+        println!(
+            "  deadline:   {left} s left, then on_timeout = {}",
+            r.on_timeout
+        );
+    }
+    for line in &n.recent {
+        println!("  before:     {line}");
+    }
+}
+
 fn decide(socket: &Path, request: Request, json: bool) -> anyhow::Result<ExitCode> {
-    let Response::Decided { id, decision, pid } = call(socket, &request)? else {
-        bail!("the daemon answered a decision with something else");
+    let (id, decision, pid) = match call(socket, &request)? {
+        Response::Decided { id, decision, pid } => (id, decision, pid),
+        Response::Voted { id, have, need } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": id, "decision": "approval_recorded", "approvals": have, "needed": need })
+                );
+            } else {
+                println!("request {id}: approval {have} of {need} recorded; it waits for the rest");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => bail!("the daemon answered a decision with something else"),
     };
     if json {
         println!(
@@ -509,34 +732,29 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
     {
         daemon_files.push(path.display().to_string());
     }
+    let approvals_path = match &args.approvals {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from(DEFAULT_APPROVALS_PATH)).filter(|p| p.exists()),
+    };
+    let approvals = match &approvals_path {
+        Some(path) => ApprovalsConfig::load(path)?,
+        None => ApprovalsConfig::builtin(),
+    };
+    // Reviewers, channels and their secrets are the daemon's too.
+    for path in approvals_path.iter().chain(&approvals.secret_files) {
+        if let Ok(path) = std::fs::canonicalize(path) {
+            daemon_files.push(path.display().to_string());
+        }
+    }
     let mut open_rules = OpenRuleSpec::daemon_files(&daemon_files);
     let audit_target = match &args.audit_url {
         Some(url) => AuditTarget::Postgres(url.clone()),
         None => AuditTarget::Sqlite(args.audit_db.clone()),
     };
     if let AuditTarget::Sqlite(db) = &audit_target {
-        // The log and its -wal and -shm companions are the daemon's own files too.
-        let dir = db
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the audit log's directory {}", dir.display()))?;
-        let dir = std::fs::canonicalize(dir)
-            .with_context(|| format!("resolving the audit log's directory {}", dir.display()))?;
-        let name = db
-            .file_name()
-            .with_context(|| format!("--audit-db {} names no file", db.display()))?;
-        let db = dir.join(name).display().to_string();
-        open_rules.extend(
-            OpenRuleSpec::daemon_files(&[db])
-                .into_iter()
-                .map(|rule| OpenRuleSpec {
-                    prefix: true,
-                    ..rule
-                }),
-        );
+        open_rules.extend(sqlite_files_rule(db, "--audit-db")?);
     }
+    open_rules.extend(sqlite_files_rule(&args.approvals_db, "--approvals-db")?);
     let mut store = StoreOptions::new(audit_target);
     store.synchronous = args.audit_sync;
     for (action, paths) in [
@@ -568,8 +786,34 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         audit: AuditConfig::new(store),
         listen: Some(args.listen).filter(|a| a != "off"),
         listen_remote: args.listen_remote,
+        approvals,
+        approvals_db: args.approvals_db,
     }))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps agents out of a SQLite database of the daemon's: the file and its -wal and -shm
+/// companions (a prefix rule on the resolved path). Creates the directory.
+fn sqlite_files_rule(db: &Path, flag: &str) -> anyhow::Result<Vec<OpenRuleSpec>> {
+    let dir = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{flag}: creating the directory {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir)
+        .with_context(|| format!("{flag}: resolving the directory {}", dir.display()))?;
+    let name = db
+        .file_name()
+        .with_context(|| format!("{flag} {} names no file", db.display()))?;
+    let db = dir.join(name).display().to_string();
+    Ok(OpenRuleSpec::daemon_files(&[db])
+        .into_iter()
+        .map(|rule| OpenRuleSpec {
+            prefix: true,
+            ..rule
+        })
+        .collect())
 }
 
 fn run_agent(socket: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -28,19 +28,37 @@ pub enum Request {
     /// Held operations waiting for a decision.
     ListApprovals,
     /// Resume a held operation, or grant a pending open (the agent's retry then succeeds).
+    /// With grant terms, an exec approval also lets the same operation through later
+    /// without asking, within the rule's `grant` limits.
     Approve {
         id: u64,
-        /// For a pending open: how many opens the grant allows (default 1).
+        /// How many later operations the grant allows (opens: default 1).
         #[serde(default)]
         grant_uses: Option<u32>,
-        /// For a pending open: how long the grant lasts, seconds (default 300).
+        /// How long the grant lasts, seconds (opens: default 300).
         #[serde(default)]
         grant_ttl_secs: Option<u64>,
+        /// Why, for the audit log.
+        #[serde(default)]
+        comment: Option<String>,
     },
     /// Kill a held operation.
-    Deny { id: u64 },
+    Deny {
+        id: u64,
+        #[serde(default)]
+        comment: Option<String>,
+    },
+    /// One request, pending or recently closed, with everything reviewers are shown.
+    ShowApproval { id: u64 },
     /// The most recent exec events, oldest first.
     Events { limit: Option<usize> },
+    /// From inside an agent: what it is doing, shown (marked unverified) on its next
+    /// requests. Annotates; never decides.
+    Context { rationale: String },
+    /// Grants in force.
+    ListGrants,
+    /// Ends a grant now.
+    RevokeGrant { id: String },
 }
 
 /// The daemon's answer.
@@ -60,6 +78,25 @@ pub enum Response {
         id: u64,
         decision: Decision,
         pid: u32,
+    },
+    /// An approval recorded toward a quorum; the operation still waits.
+    Voted {
+        id: u64,
+        have: u32,
+        need: u32,
+    },
+    /// One request.
+    Approval {
+        request: Box<ApprovalDetail>,
+    },
+    ContextSet {
+        agent: String,
+    },
+    Grants {
+        grants: Vec<GrantView>,
+    },
+    Revoked {
+        id: String,
     },
     Events {
         events: Vec<ExecRecord>,
@@ -119,6 +156,44 @@ pub struct AuditStatus {
     /// Set while the log cannot be written: why. Agent execs and the agent opens a rule
     /// names are refused meanwhile.
     pub failing: Option<String>,
+}
+
+/// One request in full: its state, who may answer, and what reviewers are shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalDetail {
+    pub id: u64,
+    /// pending, approved, denied, expired, cancelled.
+    pub state: String,
+    /// How it closed, when it did.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    pub reviewers: Vec<String>,
+    pub approvals_needed: u32,
+    pub approvals: Vec<String>,
+    pub deadline_ms: u64,
+    pub on_timeout: String,
+    /// The notice reviewers were sent (links left out: they are each reviewer's secret).
+    pub notice: crate::approvals::Notice,
+}
+
+/// A grant in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantView {
+    /// `x<N>` for exec grants, `o<N>` for open grants.
+    pub id: String,
+    /// `exec` or `open`.
+    pub kind: String,
+    pub agent: String,
+    /// The binary (and argv, when the grant is for that argv only) or file.
+    pub target: String,
+    #[serde(default)]
+    pub argv: Option<Vec<String>>,
+    pub uses_left: u32,
+    pub expires_at_ms: u64,
+    #[serde(default)]
+    pub request: Option<u64>,
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 /// A held exec, as reviewers see it.
@@ -296,9 +371,19 @@ mod tests {
                 id: 7,
                 grant_uses: Some(3),
                 grant_ttl_secs: None,
+                comment: Some("restore drill".into()),
             },
-            Request::Deny { id: 8 },
+            Request::Deny {
+                id: 8,
+                comment: None,
+            },
+            Request::ShowApproval { id: 8 },
             Request::Events { limit: Some(3) },
+            Request::Context {
+                rationale: "migrating the orders table".into(),
+            },
+            Request::ListGrants,
+            Request::RevokeGrant { id: "x2".into() },
         ] {
             let line = serde_json::to_string(&request).unwrap();
             assert_eq!(parse_request(&line).unwrap(), request);
@@ -308,7 +393,8 @@ mod tests {
             Request::Approve {
                 id: 3,
                 grant_uses: None,
-                grant_ttl_secs: None
+                grant_ttl_secs: None,
+                comment: None,
             }
         );
         assert!(

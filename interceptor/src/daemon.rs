@@ -37,6 +37,9 @@ use tokio::{
 };
 use tracing::{debug, error, info, warn};
 
+mod review;
+use review::Via;
+
 use crate::{
     audit::{
         ApprovalAudit, ApprovalStep, AuditConfig, AuditError, AuditEvent, AuditLog, DaemonAudit,
@@ -130,6 +133,10 @@ pub struct DaemonOptions {
     pub listen: Option<String>,
     /// Let the HTTP listener bind a non-loopback address.
     pub listen_remote: bool,
+    /// Reviewers and notification channels.
+    pub approvals: crate::approvals::config::ApprovalsConfig,
+    /// The approval state database (requests, hashed review tokens, CSRF key).
+    pub approvals_db: PathBuf,
 }
 
 /// Why the daemon could not start or stopped.
@@ -158,6 +165,8 @@ pub enum DaemonError {
     Http(#[from] http::HttpError),
     #[error("audit log {target}: {source}")]
     Audit { target: String, source: AuditError },
+    #[error("approvals: {0}")]
+    Approvals(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -224,6 +233,39 @@ struct Pending {
     /// The rule's (or the defaults') `timeout`, for messages.
     timeout: Duration,
     on_timeout: Action,
+    /// The configured reviewers who may answer.
+    reviewers: Vec<String>,
+    /// What reviewers are shown (links stripped: they are the reviewers' secrets).
+    notice: crate::approvals::Notice,
+    /// Approvals needed before it runs (the rule's `min_approvals`).
+    needed: u32,
+    /// Reviewers who approved so far (quorum).
+    approvals: Vec<String>,
+    /// The most a reviewer may grant with an approval (the rule's `grant`).
+    grant_offer: Option<crate::approvals::GrantOffer>,
+    /// For an exec: what an approval with a grant lets through later.
+    exec_grant: Option<ExecGrantKey>,
+}
+
+/// What an exec grant covers: this agent running this binary (with this argv, unless
+/// the rule's grant scope is `binary`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ExecGrantKey {
+    agent: String,
+    binary: String,
+    argv: Option<Vec<String>>,
+}
+
+/// An exec grant in force.
+#[derive(Debug, Clone)]
+struct ExecGrant {
+    id: u64,
+    key: ExecGrantKey,
+    uses_left: u32,
+    expires: Instant,
+    expires_at_ms: u64,
+    request: u64,
+    by: String,
 }
 
 /// A closed request, kept so that a late answer is told why and recorded.
@@ -231,6 +273,8 @@ struct Closed {
     why: String,
     /// The `rejected` row a late answer writes (reviewer and detail filled in then).
     row: ApprovalAudit,
+    /// The notice's one-line summary (for Slack's updated message).
+    headline: String,
 }
 
 #[derive(Default)]
@@ -241,9 +285,15 @@ struct State {
     /// How recently closed requests ended (expired, cancelled, answered), so a late answer
     /// is told why it is refused. Bounded by [`CLOSED_KEPT`].
     closed: BTreeMap<u64, Closed>,
-    next_request: u64,
     events: VecDeque<ExecRecord>,
     next_seq: u64,
+    /// What each agent last said it is doing (`interceptor context --rationale`).
+    rationales: std::collections::HashMap<String, String>,
+    /// Exec grants in force, by grant id.
+    exec_grants: BTreeMap<u64, ExecGrant>,
+    next_grant: u64,
+    /// Pending opens whose request is being created (an agent's retry asks once).
+    opening: Vec<GrantKey>,
 }
 
 /// The running daemon's shared state.
@@ -273,6 +323,7 @@ pub struct Daemon {
     metrics: Metrics,
     /// Where the HTTP listener listens, if it does.
     http_addr: Option<std::net::SocketAddr>,
+    approvals: review::Approvals,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -321,6 +372,18 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     }
     // Check the open rules before touching the kernel, so a bad one changes nothing.
     prepare_policy(&options.policy, &options.open_rules)?;
+    // No reviewer may be an agent.
+    let agent_uids: Vec<u32> = scopes
+        .iter()
+        .filter_map(|(k, _)| match k {
+            ScopeKey::Uid(uid) => Some(*uid),
+            ScopeKey::Cgroup(_) => None,
+        })
+        .collect();
+    options
+        .approvals
+        .check_against_agents(&agent_uids)
+        .map_err(|e| DaemonError::Approvals(e.to_string()))?;
     // A log that cannot be opened (corrupt, unreachable) stops the start: it is reported,
     // never recreated or skipped.
     let audit_target = options.audit.store.target.describe();
@@ -334,6 +397,9 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             target: audit_target.clone(),
             source,
         })?;
+    let approval_store = crate::approvals::store::ApprovalStore::open(&options.approvals_db)
+        .await
+        .map_err(|e| DaemonError::Approvals(e.to_string()))?;
     let config = KernelConfig {
         daemon_tgid: std::process::id(),
         scope_by_uid: scopes.iter().any(|(k, _)| matches!(k, ScopeKey::Uid(_))) as u32,
@@ -407,7 +473,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         }),
         state: Mutex::new(State {
             agents,
-            next_request: 1,
+            next_grant: 1,
             ..State::default()
         }),
         audit,
@@ -416,7 +482,21 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         recorded_losses: Mutex::new(BTreeMap::new()),
         metrics: Metrics::new(),
         http_addr: listener_http.as_ref().and_then(|l| l.local_addr().ok()),
+        approvals: review::Approvals::new(
+            options.approvals,
+            approval_store,
+            listener_http.as_ref().and_then(|l| l.local_addr().ok()),
+        ),
     });
+    info!(approvals = %daemon.approvals.config.origin,
+          reviewers = ?daemon.approvals.config.reviewers.iter().map(|r| &r.name).collect::<Vec<_>>(),
+          channels = ?daemon.approvals.config.channels.iter().map(|c| format!("{} ({})", c.name, c.kind.as_str())).collect::<Vec<_>>(),
+          links = ?daemon.approvals.base_url, "approvals");
+    if daemon.approvals.base_url.is_none() && !daemon.approvals.config.channels.is_empty() {
+        warn!(
+            "no HTTP listener (--listen off) and no public_url: notifications carry no review links"
+        );
+    }
 
     let active = daemon.install_policy(options.policy)?;
     info!(
@@ -445,6 +525,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             }
         });
     }
+    daemon.restore_requests().await;
     daemon.readopt_holds();
 
     let mut events = readable(ring)?;
@@ -853,36 +934,56 @@ impl Daemon {
         let result = match request {
             Request::Register { agent } => self.register(&agent, peer),
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
-            Request::ListApprovals => self.authorize_reviewer(peer).map(|()| Response::Approvals {
+            Request::Context { rationale } => self.set_context(&rationale, peer),
+            Request::ListApprovals => self.authorize_reviewer(peer).map(|_| Response::Approvals {
                 requests: self.pending_views(),
             }),
+            Request::ShowApproval { id } => match self.authorize_reviewer(peer) {
+                Ok(_) => self.show_approval(id).await,
+                Err(e) => Err(e),
+            },
             Request::Approve {
                 id,
                 grant_uses,
                 grant_ttl_secs,
-            } => match self
-                .authorize_reviewer(peer)
-                .and_then(|()| GrantTerms::new(grant_uses, grant_ttl_secs))
-            {
-                Ok(grant) => {
-                    self.decide(id, Decision::Approved, grant, reviewer_name(peer))
+                comment,
+            } => {
+                let granted = grant_uses.is_some() || grant_ttl_secs.is_some();
+                match self
+                    .authorize_decision(id, peer)
+                    .await
+                    .and_then(|reviewer| {
+                        GrantTerms::new(grant_uses, grant_ttl_secs).map(|g| (reviewer, g))
+                    }) {
+                    Ok((reviewer, grant)) => {
+                        self.decide(
+                            id,
+                            Decision::Approved,
+                            grant,
+                            granted,
+                            reviewer,
+                            Via::cli(comment),
+                        )
                         .await
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
-            Request::Deny { id } => match self.authorize_reviewer(peer) {
-                Ok(()) => {
+            }
+            Request::Deny { id, comment } => match self.authorize_decision(id, peer).await {
+                Ok(reviewer) => {
                     self.decide(
                         id,
                         Decision::Denied,
                         GrantTerms::default(),
-                        reviewer_name(peer),
+                        false,
+                        reviewer,
+                        Via::cli(comment),
                     )
                     .await
                 }
                 Err(e) => Err(e),
             },
-            Request::Events { limit } => self.authorize_reviewer(peer).map(|()| {
+            Request::Events { limit } => self.authorize_reviewer(peer).map(|_| {
                 let state = lock(&self.state);
                 let limit = limit.unwrap_or(100).min(RECENT_EVENTS);
                 let skip = state.events.len().saturating_sub(limit);
@@ -890,6 +991,13 @@ impl Daemon {
                     events: state.events.iter().skip(skip).cloned().collect(),
                 }
             }),
+            Request::ListGrants => self.authorize_reviewer(peer).map(|_| Response::Grants {
+                grants: self.grant_views(),
+            }),
+            Request::RevokeGrant { id } => match self.authorize_reviewer(peer) {
+                Ok(reviewer) => self.revoke_grant(&id, &reviewer).await,
+                Err(e) => Err(e),
+            },
         };
         result.unwrap_or_else(|message| Response::Error { message })
     }
@@ -951,58 +1059,136 @@ impl Daemon {
             .unwrap_or_else(|| format!("agent#{agent_id}"))
     }
 
-    /// Decisions need root, and never come from inside an agent's tree: no agent approves
-    /// its own (or another agent's) operation.
-    fn authorize_reviewer(&self, peer: UCred) -> Result<(), String> {
-        if peer.uid() != 0 {
-            return Err(format!(
-                "approvals need root (uid 0); the caller runs as uid {}",
-                peer.uid()
-            ));
-        }
-        let pid = peer_pid(peer)?;
-        let start_ticks = procfs::stat(pid)
-            .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?
-            .start_ticks;
-        if let Some(agent_id) = self.tracked_agent(pid, start_ticks) {
-            let agent = self.agent_name(agent_id);
-            warn!(pid, agent = %agent, "refused a control request from inside an agent's process tree");
-            return Err(format!(
-                "refused: the caller (pid {pid}) belongs to agent {agent}; agents cannot list or decide approvals"
-            ));
-        }
-        Ok(())
-    }
-
     /// Applies a reviewer's decision. An approval is committed to the audit log before the
     /// task runs or the grant is installed; if it cannot be, nothing is applied and the
     /// request stays pending. A denial is applied first (refusing is always safe).
+    ///
+    /// `reviewer` must be one of the request's reviewers (the caller authenticated them);
+    /// `granted`: the reviewer asked for a grant with `grant` terms (for an exec, within the
+    /// rule's `grant` limits). With a quorum, an approval short of it is recorded and the
+    /// operation keeps waiting; one denial closes the request.
     async fn decide(
         &self,
         id: u64,
         decision: Decision,
         grant: GrantTerms,
+        granted: bool,
         reviewer: String,
+        via: Via,
     ) -> Result<Response, String> {
-        // Taken out first: of two concurrent answers exactly one finds the request.
+        enum Taken {
+            Whole(Box<Pending>),
+            Vote {
+                have: u32,
+                need: u32,
+                rows: Vec<NewEntry>,
+            },
+            Refused(String),
+            Closed(String, Box<ApprovalAudit>),
+            Unknown,
+        }
+        // Taken out under the lock: of two concurrent answers exactly one finds the request.
         let taken = {
             let mut state = lock(&self.state);
-            state.pending.remove(&id).ok_or_else(|| {
-                state
-                    .closed
-                    .get(&id)
-                    .map(|c| (c.why.clone(), c.row.clone()))
-            })
+            match state.pending.get_mut(&id) {
+                None => match state.closed.get(&id) {
+                    Some(c) => Taken::Closed(c.why.clone(), Box::new(c.row.clone())),
+                    None => Taken::Unknown,
+                },
+                Some(p) if !p.reviewers.contains(&reviewer) => Taken::Refused(format!(
+                    "{reviewer} is not a reviewer of request {id} (who may answer: {})",
+                    if p.reviewers.is_empty() {
+                        "nobody configured".to_string()
+                    } else {
+                        p.reviewers.join(", ")
+                    }
+                )),
+                Some(p)
+                    if decision == Decision::Approved
+                        && granted
+                        && p.pidfd.is_some()
+                        && p.grant_offer.is_none() =>
+                {
+                    Taken::Refused(format!(
+                        "request {id}: rule {:?} allows approving once only, not a grant",
+                        p.view.rule
+                    ))
+                }
+                Some(p)
+                    if decision == Decision::Approved
+                        && granted
+                        && p.grant_offer.is_some_and(|o| {
+                            grant.uses > o.max_uses || grant.ttl.as_secs() > o.max_ttl_secs
+                        }) =>
+                {
+                    let o = p.grant_offer.expect("checked");
+                    Taken::Refused(format!(
+                        "request {id}: a grant of {} uses for {} s exceeds the rule's limits ({} uses, {} s)",
+                        grant.uses,
+                        grant.ttl.as_secs(),
+                        o.max_uses,
+                        o.max_ttl_secs
+                    ))
+                }
+                Some(p) if decision == Decision::Approved && p.approvals.contains(&reviewer) => {
+                    Taken::Refused(format!(
+                        "{reviewer} already approved request {id}; it needs approvals from {} reviewers",
+                        p.needed
+                    ))
+                }
+                Some(p)
+                    if decision == Decision::Approved
+                        && (p.approvals.len() as u32) + 1 < p.needed =>
+                {
+                    p.approvals.push(reviewer.clone());
+                    let (have, need) = (p.approvals.len() as u32, p.needed);
+                    let mut row =
+                        approval_row(id, ApprovalStep::Approved, &p.decision, Some(&reviewer));
+                    row.channel = Some(via.channel.into());
+                    row.detail = Some(with_comment(
+                        format!("approval {have} of {need}: the operation waits for the rest"),
+                        via.comment.as_deref(),
+                    ));
+                    Taken::Vote {
+                        have,
+                        need,
+                        rows: vec![follow(AuditEvent::Approval(row), p.decision_seq)],
+                    }
+                }
+                Some(_) => Taken::Whole(Box::new(
+                    state
+                        .pending
+                        .remove(&id)
+                        .expect("found under the same lock"),
+                )),
+            }
         };
         let pending = match taken {
-            Ok(p) => p,
-            Err(Some((why, row))) => {
-                self.reject_late(row, &why, &reviewer).await;
+            Taken::Whole(p) => *p,
+            Taken::Vote { have, need, rows } => {
+                if let Err(e) = self.append_all(rows).await {
+                    error!(id, error = %e, "a partial approval was not recorded in the audit log");
+                }
+                if let Some(token) = via.token
+                    && let Err(e) = self.approvals.store.use_token(id, &token, now_ms()).await
+                {
+                    warn!(id, error = %e, "a used review link could not be marked used");
+                }
+                info!(id, %reviewer, have, need, "approval recorded; waiting for the quorum");
+                return Ok(Response::Voted { id, have, need });
+            }
+            Taken::Refused(why) => {
+                self.record_refusal(Some(id), via.channel, Some(&reviewer), &why)
+                    .await;
+                return Err(why);
+            }
+            Taken::Closed(why, row) => {
+                self.reject_late(*row, &why, &reviewer, &via).await;
                 return Err(format!(
                     "request {id} is closed: {why}; this answer was not applied"
                 ));
             }
-            Err(None) => {
+            Taken::Unknown => {
                 return Err(format!(
                     "no pending request {id} (see `interceptor approvals list`)"
                 ));
@@ -1018,7 +1204,7 @@ impl Daemon {
             Decision::Approved => (ApprovalStep::Approved, Outcome::Allowed),
             Decision::Denied => (ApprovalStep::Denied, Outcome::Denied),
         };
-        let rows = self.answer_rows(&pending, step, outcome, &reviewer);
+        let rows = self.answer_rows(&pending, step, outcome, &reviewer, &via);
         match decision {
             Decision::Approved => {
                 if let Err(e) = self.append_all(rows).await {
@@ -1030,6 +1216,23 @@ impl Daemon {
                     ));
                 }
                 self.apply_approval(id, &pending, grant, &reviewer).await?;
+                if granted && let Some(key) = &pending.exec_grant {
+                    self.install_exec_grant(
+                        id,
+                        key.clone(),
+                        grant,
+                        &reviewer,
+                        pending.decision_seq,
+                    )
+                    .await;
+                }
+                self.store_close(
+                    id,
+                    crate::approvals::store::RequestState::Approved,
+                    &reviewer,
+                    Some(&via),
+                )
+                .await;
             }
             Decision::Denied => {
                 if let Some(pidfd) = &pending.pidfd {
@@ -1041,6 +1244,13 @@ impl Daemon {
                 if let Err(e) = self.append_all(rows).await {
                     error!(id, error = %e, "a denial was applied but not recorded in the audit log");
                 }
+                self.store_close(
+                    id,
+                    crate::approvals::store::RequestState::Denied,
+                    &reviewer,
+                    Some(&via),
+                )
+                .await;
             }
         }
         self.remember_closed(
@@ -1053,7 +1263,8 @@ impl Daemon {
                 }
             ),
         );
-        info!(id, pid, agent = %pending.view.agent, ?decision, %reviewer, target = %pending.view.filename, "decision applied");
+        info!(id, pid, agent = %pending.view.agent, ?decision, %reviewer, channel = via.channel,
+              target = %pending.view.filename, "decision applied");
         Ok(Response::Decided { id, decision, pid })
     }
 
@@ -1107,22 +1318,31 @@ impl Daemon {
         step: ApprovalStep,
         outcome: Outcome,
         reviewer: &str,
+        via: &Via,
     ) -> Vec<NewEntry> {
         let mut decision = pending.decision.clone();
         decision.outcome = outcome;
         decision.decided_by = DecidedBy::Reviewer(reviewer.to_string());
         decision.latency_us = Some(pending.held_at.elapsed().as_micros() as u64);
         decision.recent = Vec::new();
+        let mut row = approval_row(pending.view.id, step, &pending.decision, Some(reviewer));
+        row.channel = Some(via.channel.into());
+        let mut others = pending.approvals.clone();
+        let quorum = (pending.needed > 1 && step == ApprovalStep::Approved).then(|| {
+            others.push(reviewer.to_string());
+            format!(
+                "quorum of {} reached: {}",
+                pending.needed,
+                others.join(", ")
+            )
+        });
+        row.detail = match (quorum, via.comment.as_deref()) {
+            (Some(q), comment) => Some(with_comment(q, comment)),
+            (None, Some(c)) => Some(with_comment(String::new(), Some(c))),
+            (None, None) => None,
+        };
         vec![
-            follow(
-                AuditEvent::Approval(approval_row(
-                    pending.view.id,
-                    step,
-                    &pending.decision,
-                    Some(reviewer),
-                )),
-                pending.decision_seq,
-            ),
+            follow(AuditEvent::Approval(row), pending.decision_seq),
             follow(AuditEvent::Decision(decision), pending.decision_seq),
         ]
     }
@@ -1241,6 +1461,13 @@ impl Daemon {
                 error!(id, error = %e, "an expired request was applied but not recorded in the audit log");
             }
         }
+        self.store_close(
+            id,
+            crate::approvals::store::RequestState::Expired,
+            "timeout",
+            None,
+        )
+        .await;
         warn!(id, pid, agent = %pending.view.agent, target = %pending.view.filename, "request {why}");
     }
 
@@ -1265,14 +1492,21 @@ impl Daemon {
         {
             error!(id, error = %e, "a cancelled request was not recorded in the audit log");
         }
+        self.store_close(
+            id,
+            crate::approvals::store::RequestState::Cancelled,
+            "daemon",
+            None,
+        )
+        .await;
         info!(id, agent = %pending.view.agent, "request {why}");
     }
 
     /// Records an answer that came after the request closed.
-    async fn reject_late(&self, mut row: ApprovalAudit, why: &str, reviewer: &str) {
+    async fn reject_late(&self, mut row: ApprovalAudit, why: &str, reviewer: &str, via: &Via) {
         let id = row.request;
         row.by = Some(reviewer.to_string());
-        row.channel = Some("cli".into());
+        row.channel = Some(via.channel.into());
         row.detail = Some(format!(
             "late answer refused: the request is closed ({why})"
         ));
@@ -1285,8 +1519,9 @@ impl Daemon {
     fn remember_closed(&self, pending: &Pending, why: String) {
         let id = pending.view.id;
         let row = approval_row(id, ApprovalStep::Rejected, &pending.decision, None);
+        let headline = pending.notice.headline();
         let mut state = lock(&self.state);
-        state.closed.insert(id, Closed { why, row });
+        state.closed.insert(id, Closed { why, row, headline });
         while state.closed.len() > CLOSED_KEPT {
             state.closed.pop_first();
         }
@@ -1407,26 +1642,26 @@ impl Daemon {
         };
         let argv = procfs::cmdline(record.pid).unwrap_or_default();
         let mut decision = self.held_decision(&record, &argv);
-        let mut state = lock(&self.state);
-        // An agent that retries before anyone answers asks once.
-        if state
-            .pending
-            .values()
-            .any(|p| p.grant == Some(grant) && p.access & ev.access == ev.access)
         {
-            return;
+            let mut state = lock(&self.state);
+            // An agent that retries before anyone answers asks once.
+            if state.opening.contains(&grant)
+                || state
+                    .pending
+                    .values()
+                    .any(|p| p.grant == Some(grant) && p.access & ev.access == ev.access)
+            {
+                return;
+            }
+            state.opening.push(grant);
         }
-        let id = state.next_request;
-        state.next_request += 1;
         let mut view = pending_view(
-            id,
+            0,
             &record,
             argv,
             record.rule.clone(),
             self.rule_reason(ev.rule_id),
         );
-        info!(id, pid = record.pid, agent = %view.agent, path = %view.filename, access = ?view.access,
-              "open refused until approved: `interceptor approvals approve {id}` grants it, then the agent retries");
         decision.outcome = Outcome::Denied;
         decision.reason = format!(
             "{}; refused until a reviewer approves, then the agent's retry is granted",
@@ -1434,46 +1669,89 @@ impl Daemon {
                 .as_deref()
                 .unwrap_or("a rule asks before this write")
         );
-        decision.request = Some(id);
         view.env = decision.process.env.clone();
         view.recent = decision.recent.clone();
-        let active = self.active();
-        let rule = (record.rule.as_deref())
-            .and_then(|name| active.policy.rule_named(name))
-            .map(|(_, r)| r);
-        let (timeout, on_timeout) = ask_terms(&active.policy, rule);
-        let now = Instant::now();
-        state.pending.insert(
-            id,
-            Pending {
-                view,
-                pidfd: None,
-                grant: Some(grant),
-                access: ev.access,
-                decision_seq: None,
-                decision: decision.clone(),
-                held_at: now,
-                deadline: now + timeout,
-                timeout,
-                on_timeout,
-            },
-        );
-        drop(state);
-        tokio::spawn(self.clone().watch_request(id));
-        // Nothing runs meanwhile (the open was refused); an unrecordable request is dropped.
+        let access = ev.access;
         let daemon = self.clone();
+        // Nothing runs meanwhile (the open was refused); an unrecordable request is dropped.
         tokio::spawn(async move {
-            match daemon.open_request(&decision, Vec::new()).await {
-                Ok(seq) => {
-                    if let Some(p) = lock(&daemon.state).pending.get_mut(&id) {
-                        p.decision_seq = Some(seq);
-                    }
+            let done = |daemon: &Daemon| lock(&daemon.state).opening.retain(|g| *g != grant);
+            let active = daemon.active();
+            let rule = rule_name_rule(&active.policy, view.rule.as_str());
+            let (timeout, on_timeout) = ask_terms(&active.policy, rule);
+            let start_ticks = procfs::stat(view.pid).map_or(0, |s| s.start_ticks);
+            let asked = match daemon
+                .create_ask(review::NewAsk {
+                    view: &view,
+                    decision: &decision,
+                    rule,
+                    start_ticks,
+                    timeout,
+                    on_timeout,
+                })
+                .await
+            {
+                Ok(asked) => asked,
+                Err(e) => {
+                    error!(error = %e, "dropping a pending open: its request could not be stored");
+                    done(&daemon);
+                    return;
                 }
+            };
+            let id = asked.id;
+            view.id = id;
+            decision.request = Some(id);
+            let seq = match daemon
+                .open_request(&decision, asked.reviewers.clone())
+                .await
+            {
+                Ok(seq) => seq,
                 Err(e) => {
                     error!(id, error = %e, "dropping a pending open: its request could not be recorded");
-                    lock(&daemon.state).pending.remove(&id);
+                    daemon
+                        .store_close(
+                            id,
+                            crate::approvals::store::RequestState::Cancelled,
+                            "daemon",
+                            None,
+                        )
+                        .await;
+                    done(&daemon);
+                    return;
                 }
+            };
+            info!(id, pid = view.pid, agent = %view.agent, path = %view.filename, access = ?view.access,
+                  "open refused until approved: `interceptor approvals approve {id}` grants it, then the agent retries");
+            let mut notice = asked.notice.clone();
+            notice.links.iter_mut().for_each(|l| l.url.clear());
+            let now = Instant::now();
+            {
+                let mut state = daemon.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.opening.retain(|g| *g != grant);
+                state.pending.insert(
+                    id,
+                    Pending {
+                        view,
+                        pidfd: None,
+                        grant: Some(grant),
+                        access,
+                        decision_seq: Some(seq),
+                        decision: decision.clone(),
+                        held_at: now,
+                        deadline: now + timeout,
+                        timeout,
+                        on_timeout,
+                        reviewers: asked.reviewers,
+                        notice,
+                        needed: approvals_needed(rule),
+                        approvals: Vec::new(),
+                        grant_offer: asked.grant_offer,
+                        exec_grant: None,
+                    },
+                );
             }
+            tokio::spawn(daemon.clone().watch_request(id));
+            daemon.notify(asked.notice, decision, Some(seq));
         });
     }
 
@@ -1563,7 +1841,6 @@ impl Daemon {
         let rule = (record.rule.as_deref())
             .and_then(|name| active.policy.rule_named(name))
             .map(|(_, r)| r);
-        let mut reviewers = rule.map(|r| r.reviewers.clone()).unwrap_or_default();
         let (mut timeout, mut on_timeout) = ask_terms(&active.policy, rule);
         if policy_decides {
             if record.userspace_decides {
@@ -1620,34 +1897,73 @@ impl Daemon {
                 Action::Ask => {
                     rule_name = decision.winner.clone();
                     reason = Some(verdict.reason.clone());
-                    reviewers = verdict.reviewers.clone();
                     timeout = Duration::from_secs(verdict.timeout_secs);
                     on_timeout = verdict.on_timeout;
                 }
             }
         }
-        let id = {
-            let mut state = lock(&self.state);
-            let id = state.next_request;
-            state.next_request += 1;
-            id
-        };
-        let mut view = pending_view(id, &record, argv, rule_name, reason);
+        let start_ticks = procfs::ticks_of_boottime(start_boottime);
+        let mut view = pending_view(0, &record, argv, rule_name, reason);
         view.env = decision.process.env.clone();
         view.recent = decision.recent.clone();
-        decision.request = Some(id);
-        // The request is on disk before anyone is asked; unrecordable means it does not run.
-        let decision_seq = match self.open_request(&decision, reviewers).await {
-            Ok(seq) => seq,
+        // A grant from an earlier approval lets the same exec through without asking.
+        if !record.unlinked_binary
+            && self
+                .use_exec_grant(&view, &mut decision, &pidfd, started)
+                .await
+        {
+            return;
+        }
+        // An earlier daemon's request for this very task carries on: same id, deadline
+        // and links.
+        if let Some(stored) = self.take_restored(pid, start_ticks) {
+            self.readopt_request(stored, view, decision, pidfd, started);
+            return;
+        }
+        let rule = rule_name_rule(&active.policy, view.rule.as_str());
+        let asked = match self
+            .create_ask(review::NewAsk {
+                view: &view,
+                decision: &decision,
+                rule,
+                start_ticks,
+                timeout,
+                on_timeout,
+            })
+            .await
+        {
+            Ok(asked) => asked,
             Err(e) => {
-                error!(pid, error = %e, "killing a held task: its approval request could not be recorded (fail closed)");
+                error!(pid, error = %e, "killing a held task: its approval request could not be stored (fail closed)");
                 let _ = pidfd.signal(libc::SIGKILL);
                 return;
             }
         };
+        let id = asked.id;
+        view.id = id;
+        decision.request = Some(id);
+        // The request is on disk before anyone is asked; unrecordable means it does not run.
+        let decision_seq = match self.open_request(&decision, asked.reviewers.clone()).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                error!(pid, error = %e, "killing a held task: its approval request could not be recorded (fail closed)");
+                let _ = pidfd.signal(libc::SIGKILL);
+                self.store_close(
+                    id,
+                    crate::approvals::store::RequestState::Denied,
+                    "daemon",
+                    None,
+                )
+                .await;
+                return;
+            }
+        };
         info!(id, pid, agent = %view.agent, binary = %view.filename, argv = ?view.argv,
-              timeout_secs = timeout.as_secs(), %on_timeout,
+              timeout_secs = timeout.as_secs(), %on_timeout, reviewers = ?asked.reviewers,
               "waiting for approval: `interceptor approvals approve {id}` or `interceptor approvals deny {id}`");
+        let exec_grant = exec_grant_key(&view, rule);
+        let mut notice = asked.notice.clone();
+        notice.links.iter_mut().for_each(|l| l.url.clear());
         lock(&self.state).pending.insert(
             id,
             Pending {
@@ -1656,14 +1972,21 @@ impl Daemon {
                 grant: None,
                 access: 0,
                 decision_seq: Some(decision_seq),
-                decision,
+                decision: decision.clone(),
                 held_at: started,
                 deadline: started + timeout,
                 timeout,
                 on_timeout,
+                reviewers: asked.reviewers,
+                notice,
+                needed: approvals_needed(rule),
+                approvals: Vec::new(),
+                grant_offer: asked.grant_offer,
+                exec_grant,
             },
         );
         tokio::spawn(self.clone().watch_request(id));
+        self.notify(asked.notice, decision, Some(decision_seq));
     }
 
     fn rule_reason_by_name(&self, name: Option<&str>) -> Option<String> {
@@ -2013,6 +2336,7 @@ impl Daemon {
             .iter()
             .filter_map(Result::ok)
             .collect();
+        let mut adoptions = Vec::new();
         for (pid, task) in held {
             let alive = procfs::stat(pid)
                 .is_ok_and(|st| st.start_ticks == procfs::ticks_of_boottime(task.start_boottime));
@@ -2023,8 +2347,19 @@ impl Daemon {
             let record = self.readopted_record(pid, &task);
             info!(pid, agent = %record.agent, binary = %record.filename, "re-adopted a task held by an earlier daemon");
             let daemon = self.clone();
-            tokio::spawn(async move { daemon.adopt_hold(record, task.start_boottime).await });
+            adoptions.push(tokio::spawn(async move {
+                daemon.adopt_hold(record, task.start_boottime).await
+            }));
         }
+        // Stored requests whose task did not come back are closed once every held task
+        // has been looked at.
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            for adoption in adoptions {
+                let _ = adoption.await;
+            }
+            daemon.close_unclaimed().await;
+        });
     }
 
     /// What is known of a held task from the kernel's `HELD` entry and /proc.
@@ -2113,6 +2448,25 @@ impl http::Source for HttpSource {
             None => Ok(()),
         }
     }
+
+    fn review_page(&self, token: String) -> http::Reply {
+        let daemon = self.0.clone();
+        Box::pin(async move { daemon.page_show(&token).await })
+    }
+
+    fn review_answer(&self, token: String, body: axum::body::Bytes) -> http::Reply {
+        let daemon = self.0.clone();
+        Box::pin(async move { daemon.page_answer(&token, &body).await })
+    }
+
+    fn slack_interaction(
+        &self,
+        headers: axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> http::Reply {
+        let daemon = self.0.clone();
+        Box::pin(async move { daemon.slack_answer(&headers, &body).await })
+    }
 }
 
 /// `event` as a follow-up of row `seq`, when known.
@@ -2148,39 +2502,47 @@ fn approval_row(
     }
 }
 
+/// The rule a request names, if the policy has it.
+fn rule_name_rule<'a>(policy: &'a Policy, name: &str) -> Option<&'a crate::policy::Rule> {
+    policy.rule_named(name).map(|(_, r)| r)
+}
+
+/// What an approval with a grant lets through later: the same agent running the same
+/// resolved binary, with the same argv unless the rule's grant covers the binary.
+fn exec_grant_key(view: &PendingView, rule: Option<&crate::policy::Rule>) -> Option<ExecGrantKey> {
+    use crate::policy::GrantScope;
+    if view.operation != "exec" || view.exe.is_empty() {
+        return None;
+    }
+    let scope = rule.and_then(|r| r.grant.as_ref()).map(|g| g.scope)?;
+    Some(ExecGrantKey {
+        agent: view.agent.clone(),
+        binary: view.exe.clone(),
+        argv: match scope {
+            GrantScope::Binary => None,
+            GrantScope::Once | GrantScope::ExactArgv => Some(view.argv.clone()),
+        },
+    })
+}
+
+/// Approvals a request of `rule` needs before it runs (its `min_approvals`, at least 1).
+fn approvals_needed(rule: Option<&crate::policy::Rule>) -> u32 {
+    rule.map_or(1, |r| r.min_approvals.max(1))
+}
+
+/// `detail`, then the reviewer's comment.
+fn with_comment(detail: String, comment: Option<&str>) -> String {
+    match comment {
+        Some(c) if detail.is_empty() => format!("comment: {c}"),
+        Some(c) => format!("{detail}; comment: {c}"),
+        None => detail,
+    }
+}
+
 /// How long an `ask` by `rule` waits, and what it becomes unanswered (the rule's own
 /// terms, else the policy's defaults).
 fn ask_terms(policy: &Policy, rule: Option<&crate::policy::Rule>) -> (Duration, Action) {
     (policy.ask_timeout(rule), policy.ask_on_timeout(rule))
-}
-
-/// The reviewer behind a control-socket request: the caller's user name (`uid:N` when the
-/// uid has none).
-fn reviewer_name(peer: UCred) -> String {
-    let uid = peer.uid();
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: passwd is plain C data (integers and pointers); all-zero is a valid value.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is to a live local of the right size; getpwuid_r writes only
-    // into `pwd` and `buf`.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc == 0 && !found.is_null() && !pwd.pw_name.is_null() {
-        // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string inside `buf`.
-        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-        if let Ok(name) = name.to_str() {
-            return name.to_string();
-        }
-    }
-    format!("uid:{uid}")
 }
 
 /// The id of agent `name` (1-based index into `agents`), adding the name if new.

@@ -1,20 +1,26 @@
-//! The daemon's HTTP listener: `GET /metrics` (Prometheus text) and `GET /healthz`. The
-//! approval review page will be served here too, so [`bind`] refuses non-loopback
-//! addresses unless told otherwise.
+//! The daemon's HTTP listener: `GET /metrics` (Prometheus text), `GET /healthz`, the
+//! review page (`GET`/`POST /r/{token}`) and Slack's interactivity endpoint
+//! (`POST /slack/interactions`). Held agent actions are approved here, so [`bind`] refuses
+//! non-loopback addresses unless told otherwise.
 //!
-//! Agents run on the same host and can connect to loopback, so the listener bounds what a
-//! client can hold: headers must arrive within 10 s and fit in 16 KiB, at most 64
-//! connections are served at once, and these routes refuse request bodies unread.
+//! Agents run on the same host; the kernel refuses their connections to this listener
+//! (see the loader's connect guard), and the listener bounds what any client can hold
+//! anyway: headers must arrive within 10 s and fit in 16 KiB, at most 64 connections are
+//! served at once, a body must arrive within 10 s and fit its route's limit, and the
+//! read-only routes refuse request bodies unread.
 
+use std::future::Future;
 use std::io;
 use std::net::{AddrParseError, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::body::HttpBody as _;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,6 +36,58 @@ pub trait Source: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// `Ok(())` when healthy, `Err(reason)` when not (e.g. "audit log unwritable: ...").
     fn health(&self) -> Result<(), String>;
+    /// `GET /r/{token}`: the review page. Never decides anything.
+    fn review_page(&self, token: String) -> Reply {
+        let _ = token;
+        Box::pin(async { Page::text(404, "not found\n") })
+    }
+    /// `POST /r/{token}`: a reviewer's answer (form-encoded, with its CSRF token).
+    fn review_answer(&self, token: String, body: Bytes) -> Reply {
+        let _ = (token, body);
+        Box::pin(async { Page::text(404, "not found\n") })
+    }
+    /// `POST /slack/interactions`: a button click in Slack, signed by Slack.
+    fn slack_interaction(&self, headers: HeaderMap, body: Bytes) -> Reply {
+        let _ = (headers, body);
+        Box::pin(async { Page::text(404, "not found\n") })
+    }
+}
+
+/// What an approval route answers.
+pub type Reply = Pin<Box<dyn Future<Output = Page> + Send>>;
+
+/// An approval route's answer: status, content type and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Page {
+    pub fn html(status: u16, body: String) -> Self {
+        Self {
+            status,
+            content_type: "text/html; charset=utf-8",
+            body,
+        }
+    }
+
+    pub fn json(status: u16, body: String) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
 }
 
 /// Why the listener could not be set up.
@@ -66,6 +124,32 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// agent from exhausting the daemon's file descriptors through this listener.
 const MAX_CONNECTIONS: usize = 64;
 
+/// A review form is a decision, a CSRF token, a grant and a comment (at most 2,000
+/// characters, each up to 12 bytes once percent-encoded).
+const MAX_REVIEW_FORM: usize = 32 * 1024;
+
+/// Slack's interaction payloads carry the whole message they came from.
+const MAX_SLACK_BODY: usize = 512 * 1024;
+
+/// A request's body must arrive within this time.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Security headers of every approval page: nothing is loaded from elsewhere, no script
+/// runs, forms post only here, no framing (clickjacking an approve button), nothing cached
+/// or leaked through the Referer (the link is a bearer secret).
+const PAGE_HEADERS: [(&str, &str); 6] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("cache-control", "no-store"),
+    ("referrer-policy", "no-referrer"),
+    ("x-content-type-options", "nosniff"),
+    ("x-robots-tag", "noindex, nofollow"),
+];
+
 /// Parses and binds the listen address (`IP:PORT`). Refuses non-loopback addresses
 /// unless `allow_remote`: this listener will carry the approval page.
 pub async fn bind(addr: &str, allow_remote: bool) -> Result<TcpListener, HttpError> {
@@ -101,7 +185,7 @@ async fn serve_with_timeout(
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Owned by this future, so dropping it aborts the connections.
     let mut connections = JoinSet::new();
-    tracing::info!(addr = ?listener.local_addr()?, "HTTP listener serving /metrics and /healthz");
+    tracing::info!(addr = ?listener.local_addr()?, "HTTP listener serving /metrics, /healthz, /r/{{token}}, /slack/interactions");
     loop {
         while connections.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -152,12 +236,79 @@ fn is_resource_shortage(e: &io::Error) -> bool {
 }
 
 fn app(source: Arc<dyn Source>) -> Router {
-    Router::new()
+    let read_only = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .route_layer(middleware::from_fn(refuse_body))
+        .route("/r/{token}", get(review_page))
+        .route_layer(middleware::from_fn(refuse_body));
+    let answers = Router::new()
+        .route("/r/{token}", axum::routing::post(review_answer))
+        .route(
+            "/slack/interactions",
+            axum::routing::post(slack_interaction),
+        );
+    read_only
+        .merge(answers)
         .fallback(not_found)
         .with_state(source)
+}
+
+/// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`].
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, Response> {
+    let body = request.into_body();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {limit} bytes, or cut short\n"),
+        )
+            .into_response()),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {} s\n",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        )
+            .into_response()),
+    }
+}
+
+fn page_response(page: Page) -> Response {
+    let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, page.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(page.content_type),
+    );
+    for (name, value) in PAGE_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn review_page(State(source): State<Arc<dyn Source>>, Path(token): Path<String>) -> Response {
+    page_response(source.review_page(token).await)
+}
+
+async fn review_answer(
+    State(source): State<Arc<dyn Source>>,
+    Path(token): Path<String>,
+    request: Request,
+) -> Response {
+    match read_body(request, MAX_REVIEW_FORM).await {
+        Ok(body) => page_response(source.review_answer(token, body).await),
+        Err(refused) => refused,
+    }
+}
+
+async fn slack_interaction(State(source): State<Arc<dyn Source>>, request: Request) -> Response {
+    let headers = request.headers().clone();
+    match read_body(request, MAX_SLACK_BODY).await {
+        Ok(body) => page_response(source.slack_interaction(headers, body).await),
+        Err(refused) => refused,
+    }
 }
 
 /// These routes take no request body; one is refused without being read.

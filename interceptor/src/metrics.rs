@@ -58,13 +58,14 @@ pub struct Snapshot {
 const ACTIONS: [Action; 4] = [Action::Allow, Action::Audit, Action::Ask, Action::Deny];
 const OUTCOMES: [Outcome; 3] = [Outcome::Allowed, Outcome::Denied, Outcome::Held];
 // The reviewer's name is not a label (unbounded cardinality); only the kind is.
-const DECIDER_KINDS: usize = 5;
+const DECIDER_KINDS: usize = 6;
 const DECIDERS: [DecidedBy; DECIDER_KINDS] = [
     DecidedBy::Kernel,
     DecidedBy::Policy,
     DecidedBy::Reviewer(String::new()),
     DecidedBy::Timeout,
     DecidedBy::DaemonDown,
+    DecidedBy::Grant(String::new()),
 ];
 
 fn action_index(action: Action) -> usize {
@@ -91,6 +92,7 @@ fn decider_index(decided_by: &DecidedBy) -> usize {
         DecidedBy::Reviewer(_) => 2,
         DecidedBy::Timeout => 3,
         DecidedBy::DaemonDown => 4,
+        DecidedBy::Grant(_) => 5,
     }
 }
 

@@ -23,6 +23,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod http;
 pub mod receiver;
 pub mod webdriver;
 
@@ -94,6 +95,14 @@ impl TestDir {
 
     pub fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
+    }
+
+    /// Writes a secret file (mode 600, as the daemon requires) and returns its path.
+    pub fn secret(&self, name: &str, value: &str) -> PathBuf {
+        let path = self.join(name);
+        fs::write(&path, value).expect("write secret");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod secret");
+        path
     }
 
     /// A copy of `src` under `name`, executable: a distinct file (inode) for rules to name.
@@ -186,6 +195,13 @@ impl Daemon {
             args.extend(["--audit-db".into(), db.clone().into()]);
             vec!["--db".to_string(), db]
         };
+        // Approval state, like the log, is the test's own.
+        if flag_value("--approvals-db").is_none() {
+            args.extend([
+                "--approvals-db".into(),
+                dir.join("approvals.db").into_os_string(),
+            ]);
+        }
         // Any free port: a host daemon may hold the default one.
         if flag_value("--listen").is_none() {
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);

@@ -58,13 +58,17 @@ impl Builds<'_> {
 
 /// Integration test binaries that run on the host only (tier 2), and why tier 3 leaves
 /// them out.
-const HOST_ONLY: [(&str, &str); 2] = [
+const HOST_ONLY: [(&str, &str); 3] = [
     (
         "audit_postgres",
         "its PostgreSQL server runs on the host; the VM has none",
     ),
     (
         "webdriver_smoke",
+        "it drives Debian's headless Chromium, which the VM image does not carry",
+    ),
+    (
+        "review_page_browser",
         "it drives Debian's headless Chromium, which the VM image does not carry",
     ),
 ];

@@ -125,6 +125,8 @@ pub struct ApprovalsConfig {
     pub public_url: Option<String>,
     pub reviewers: Vec<Reviewer>,
     pub channels: Vec<Channel>,
+    /// The secret files it names (the daemon keeps agents from opening them).
+    pub secret_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,7 @@ impl ApprovalsConfig {
                 uids: vec![0],
             }],
             channels: Vec::new(),
+            secret_files: Vec::new(),
         }
     }
 
@@ -224,6 +227,7 @@ impl ApprovalsConfig {
         }
         let mut channel_names = BTreeSet::new();
         let mut channels = Vec::new();
+        let mut secret_files = Vec::new();
         for c in raw.channels {
             if !valid_name(&c.name) {
                 return Err(invalid(format!("channel name {:?} is not valid", c.name)));
@@ -243,6 +247,7 @@ impl ApprovalsConfig {
                 };
             let secret_value = load("secret_file", &c.secret_file)?;
             let signing = load("signing_secret_file", &c.signing_secret_file)?;
+            secret_files.extend(c.secret_file.iter().chain(&c.signing_secret_file).cloned());
             match c.kind {
                 ChannelKind::Webhook if secret_value.is_none() => {
                     return Err(invalid(format!(
@@ -281,6 +286,7 @@ impl ApprovalsConfig {
             public_url,
             reviewers,
             channels,
+            secret_files,
         })
     }
 

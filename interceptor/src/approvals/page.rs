@@ -91,6 +91,8 @@ pub enum OutcomeKind {
     InvalidLink,
     /// The form's CSRF token did not match.
     Forbidden,
+    /// The form could not be read, or asked for more than the rule allows.
+    BadForm,
     /// The daemon failed to record the answer.
     Error,
 }
@@ -104,6 +106,7 @@ impl OutcomeKind {
             Self::AlreadyDecided => 409,
             Self::InvalidLink => 404,
             Self::Forbidden => 403,
+            Self::BadForm => 400,
             Self::Error => 500,
         }
     }
@@ -118,6 +121,7 @@ impl OutcomeKind {
             Self::AlreadyDecided => "already_decided",
             Self::InvalidLink => "invalid_link",
             Self::Forbidden => "forbidden",
+            Self::BadForm => "bad_form",
             Self::Error => "error",
         }
     }
@@ -131,6 +135,7 @@ impl OutcomeKind {
             Self::AlreadyDecided => "Already decided",
             Self::InvalidLink => "This link is not valid",
             Self::Forbidden => "The form could not be verified",
+            Self::BadForm => "Your answer could not be read",
             Self::Error => "Your answer was not recorded",
         }
     }
@@ -158,6 +163,10 @@ impl OutcomeKind {
             Self::Forbidden => {
                 "The form's security token did not match this link. Open your review link \
                  again and answer from the fresh page."
+            }
+            Self::BadForm => {
+                "Nothing was decided. Go back to your review link and answer again within \
+                 the limits shown there."
             }
             Self::Error => {
                 "The daemon could not record your answer. The request is still pending if \

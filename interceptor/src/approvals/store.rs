@@ -294,6 +294,25 @@ impl ApprovalStore {
         }
     }
 
+    /// Marks a review token used without closing its request (an approval toward a
+    /// quorum). `Ok(false)`: it was used already, or belongs to another request.
+    pub async fn use_token(
+        &self,
+        id: u64,
+        hash: &TokenHash,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let used = sqlx::query(
+            "UPDATE token SET used_ms = ? WHERE hash = ? AND request = ? AND used_ms IS NULL",
+        )
+        .bind(now_ms as i64)
+        .bind(hash.to_vec())
+        .bind(id as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(used.rows_affected() == 1)
+    }
+
     /// The token with this hash, with its request.
     pub async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
         let row = sqlx::query(&format!(

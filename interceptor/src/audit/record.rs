@@ -143,6 +143,8 @@ pub enum DecidedBy {
     Timeout,
     /// The daemon was down, so the kernel failed closed.
     DaemonDown,
+    /// A grant a reviewer gave with an earlier approval (`x<id>`, request and reviewer).
+    Grant(String),
 }
 
 impl DecidedBy {
@@ -154,6 +156,7 @@ impl DecidedBy {
             DecidedBy::Reviewer(_) => "reviewer",
             DecidedBy::Timeout => "timeout",
             DecidedBy::DaemonDown => "daemon-down",
+            DecidedBy::Grant(_) => "grant",
         }
     }
 
@@ -170,6 +173,7 @@ impl fmt::Display for DecidedBy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DecidedBy::Reviewer(name) => write!(f, "reviewer:{name}"),
+            DecidedBy::Grant(grant) => write!(f, "grant:{grant}"),
             other => f.write_str(other.kind()),
         }
     }
@@ -189,11 +193,12 @@ impl TryFrom<String> for DecidedBy {
             "policy" => DecidedBy::Policy,
             "timeout" => DecidedBy::Timeout,
             "daemon-down" => DecidedBy::DaemonDown,
-            _ => match s.strip_prefix("reviewer:") {
-                Some(name) if !name.is_empty() => DecidedBy::Reviewer(name.to_string()),
+            _ => match (s.strip_prefix("reviewer:"), s.strip_prefix("grant:")) {
+                (Some(name), _) if !name.is_empty() => DecidedBy::Reviewer(name.to_string()),
+                (_, Some(grant)) if !grant.is_empty() => DecidedBy::Grant(grant.to_string()),
                 _ => {
                     return Err(format!(
-                        "decided_by {s:?} is not kernel, policy, reviewer:NAME, timeout or daemon-down"
+                        "decided_by {s:?} is not kernel, policy, reviewer:NAME, grant:GRANT, timeout or daemon-down"
                     ));
                 }
             },
@@ -313,6 +318,8 @@ pub enum GrantStep {
     Installed,
     Used,
     Expired,
+    /// Ended early by a reviewer (`interceptor grants revoke`).
+    Revoked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -245,6 +245,9 @@ pub struct Rule {
     pub mode: Mode,
     /// Who may answer an `ask` (names, or `@group` from `[groups]`); empty: the defaults.
     pub reviewers: Vec<String>,
+    /// Approvals from different reviewers needed before the operation runs (quorum);
+    /// one denial is enough to refuse it.
+    pub min_approvals: u32,
     pub timeout: Option<Duration>,
     pub on_timeout: Option<Action>,
     pub grant: Option<GrantLimits>,
@@ -322,6 +325,7 @@ impl Policy {
             action,
             mode: Mode::Enforce,
             reviewers: Vec::new(),
+            min_approvals: 1,
             timeout: None,
             on_timeout: None,
             grant: None,

@@ -83,6 +83,7 @@ pub(crate) struct RawRule {
     action: Spanned<Action>,
     mode: Option<Mode>,
     reviewers: Option<Spanned<OneOrMany<String>>>,
+    min_approvals: Option<Spanned<u32>>,
     timeout: Option<Spanned<String>>,
     on_timeout: Option<Spanned<Action>>,
     grant: Option<RawGrant>,
@@ -620,6 +621,25 @@ impl Validator<'_> {
                 format!("rule {name:?}: reviewers only apply to action = \"ask\""),
             );
         }
+        let min_approvals = match &r.min_approvals {
+            None => 1,
+            Some(n) if *r.action.get_ref() != Action::Ask => {
+                return self.err(
+                    n.span().start,
+                    format!("rule {name:?}: min_approvals only applies to action = \"ask\""),
+                );
+            }
+            Some(n) if !(1..=16).contains(n.get_ref()) => {
+                return self.err(
+                    n.span().start,
+                    format!(
+                        "rule {name:?}: min_approvals must be 1 to 16, not {}",
+                        n.get_ref()
+                    ),
+                );
+            }
+            Some(n) => *n.get_ref(),
+        };
         let timeout = r.timeout.as_ref().map(|t| self.duration(t)).transpose()?;
         let on_timeout = r
             .on_timeout
@@ -655,6 +675,7 @@ impl Validator<'_> {
             action: *r.action.get_ref(),
             mode: Mode::Enforce, // the caller applies the policy's mode
             reviewers,
+            min_approvals,
             timeout,
             on_timeout,
             grant,

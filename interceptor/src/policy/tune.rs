@@ -237,7 +237,10 @@ pub fn tune(rows: &[StoredRow], policy: Option<&Policy>, opts: &TuneOptions) -> 
                         _ => ApprovalStep::Approved,
                     }),
                     DecidedBy::Timeout => Some(ApprovalStep::Expired),
-                    DecidedBy::Kernel | DecidedBy::Policy | DecidedBy::DaemonDown => None,
+                    DecidedBy::Kernel
+                    | DecidedBy::Policy
+                    | DecidedBy::DaemonDown
+                    | DecidedBy::Grant(_) => None,
                 };
                 if let Some(step) = answer {
                     if let Some(story) =
