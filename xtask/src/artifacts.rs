@@ -113,6 +113,43 @@ pub fn build_bench(ws: &Workspace) -> Result<BenchArtifacts> {
     Ok(BenchArtifacts { daemon, bench })
 }
 
+/// What `cargo xtask bench approvals` runs: the daemon, the probe and the bench driver.
+pub struct ApprovalBenchArtifacts {
+    pub daemon: PathBuf,
+    pub probe: PathBuf,
+    pub bench: PathBuf,
+}
+
+pub fn build_approval_bench(ws: &Workspace) -> Result<ApprovalBenchArtifacts> {
+    const APPROVAL_BENCH_BIN: &str = "interceptor-approval-bench";
+    let daemon = find_bin(
+        &cargo_json(ws, &["build", "-p", DAEMON_PACKAGE])?,
+        DAEMON_BIN,
+    )
+    .with_context(|| format!("cargo reported no `{DAEMON_BIN}` binary"))?;
+    let built = cargo_json(
+        ws,
+        &[
+            "build",
+            "-p",
+            TESTS_PACKAGE,
+            "--bin",
+            PROBE_BIN,
+            "--bin",
+            APPROVAL_BENCH_BIN,
+        ],
+    )?;
+    let probe = find_bin(&built, PROBE_BIN)
+        .with_context(|| format!("cargo reported no `{PROBE_BIN}` binary"))?;
+    let bench = find_bin(&built, APPROVAL_BENCH_BIN)
+        .with_context(|| format!("cargo reported no `{APPROVAL_BENCH_BIN}` binary"))?;
+    Ok(ApprovalBenchArtifacts {
+        daemon,
+        probe,
+        bench,
+    })
+}
+
 fn find_bin(artifacts: &[Artifact], name: &str) -> Option<PathBuf> {
     artifacts
         .iter()

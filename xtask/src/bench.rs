@@ -28,6 +28,15 @@ pub enum BenchCommand {
     ///
     /// Example: sudo cargo xtask bench kernel --host --rounds 9
     Kernel(KernelArgs),
+    /// Approval latencies on this host (as root): hold -> webhook delivered and approval
+    /// POST -> task resumed, p50/p99, against the targets (p99 < 50 ms and < 10 ms).
+    ///
+    /// Example: sudo cargo xtask bench approvals --n 200
+    Approvals {
+        /// Held execs to notify and approve.
+        #[arg(long, default_value_t = 200)]
+        n: usize,
+    },
     /// The audit-log pipeline bench (interceptor/examples/audit_bench.rs); arguments are
     /// passed through.
     // Every argument, --help included, belongs to the example.
@@ -78,7 +87,24 @@ pub fn run(ws: &Workspace, command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Kernel(args) => kernel(ws, args),
         BenchCommand::Audit { args } => audit(ws, args),
+        BenchCommand::Approvals { n } => approvals(ws, n),
     }
+}
+
+/// The approvals bench: the daemon with a webhook channel to a local receiver, a reviewer
+/// answering every request through its review link at once.
+fn approvals(ws: &Workspace, n: usize) -> Result<()> {
+    if !util::is_root() {
+        bail!("the approvals bench must run as root (the daemon loads eBPF programs)");
+    }
+    let built = artifacts::build_approval_bench(ws)?;
+    let mut cmd = Command::new(&built.bench);
+    cmd.arg(n.to_string())
+        .env("INTERCEPTOR_BIN", &built.daemon)
+        .env("INTERCEPTOR_PROBE", &built.probe)
+        .env("INTERCEPTOR_EXPECT_BACKEND", "tracepoint");
+    println!("xtask: {}", describe(&cmd));
+    util::run_checked(&mut cmd)
 }
 
 /// The audit bench, with a throwaway PostgreSQL server (fsync on) for its PostgreSQL rows.
