@@ -62,7 +62,8 @@ signing_secret_file = "{slack}"
     path.display().to_string()
 }
 
-fn ask_policy(dir: &TestDir, binary: &Path, timeout: &str) {
+/// The `prod-deploy` rule on `binary`, then `extra` (more TOML).
+fn ask_policy(dir: &TestDir, binary: &Path, timeout: &str, extra: &str) {
     std::fs::write(
         dir.join("policy.toml"),
         format!(
@@ -79,7 +80,7 @@ reason = "Deploys to production need a human."
 severity = "high"
 controls = ["SOC2:CC8.1", "NIST-800-53:CM-3"]
 grant = {{ max_ttl = "30m", max_uses = 2, scope = "exact-argv" }}
-"#,
+{extra}"#,
             binary.display()
         ),
     )
@@ -95,11 +96,29 @@ struct Setup {
     http: String,
 }
 
+impl Setup {
+    /// Kills the daemon (SIGKILL: no cleanup) and starts a new one with the same state.
+    fn restart_daemon(&mut self) {
+        self.daemon.kill9();
+        self.daemon.restart();
+        let status = self.daemon.json(&["status", "--json"]);
+        self.http = status["http"]
+            .as_str()
+            .expect("an HTTP listener")
+            .to_string();
+    }
+}
+
 fn setup(name: &str, timeout: &str) -> Setup {
+    setup_with(name, timeout, |_| String::new())
+}
+
+/// [`setup`] with more policy, written knowing the test directory.
+fn setup_with(name: &str, timeout: &str, extra: impl Fn(&TestDir) -> String) -> Setup {
     let dir = TestDir::new(name);
     let receiver = Receiver::start();
     let tool = dir.probe_copy("deploy-tool");
-    ask_policy(&dir, &tool, timeout);
+    ask_policy(&dir, &tool, timeout, &extra(&dir));
     let config = approvals_config(&dir, &receiver);
     let daemon = Daemon::start_with(&dir, &[], &["--approvals", &config]);
     let status = daemon.json(&["status", "--json"]);
@@ -694,4 +713,114 @@ fn the_control_socket_answers_only_configured_reviewers_outside_agents() {
         .daemon
         .json(&["approvals", "show", &id.to_string(), "--json"]);
     assert_eq!(shown["state"], "approved");
+}
+
+#[test]
+fn pending_requests_survive_a_daemon_restart_with_their_links_and_deadlines() {
+    let mut s = setup_with("channels-restart", "60s", |dir| {
+        let quick = dir.probe_copy("quick-tool");
+        format!(
+            "\n[[rule]]\nname = \"quick\"\noperation = \"exec\"\nbinary = \"{}\"\naction = \"ask\"\ntimeout = \"4s\"\n",
+            quick.display()
+        )
+    });
+    let marker = s.dir.join("deployed");
+    let (agent, id) = held(&s, "deploy-bot", &marker);
+    let hook = delivery(&s, "/hook");
+    let alice = link_of(&hook.json, "alice");
+    let csrf = get(&s, &alice).hidden_input("csrf").unwrap();
+    let quick_marker = s.dir.join("quick-ran");
+    let quick = Spawned::start(s.daemon.agent(
+        "deploy-bot",
+        &s.dir.join("quick-tool"),
+        &["touch", quick_marker.to_str().unwrap()],
+    ));
+    let quick_id = s.daemon.wait_pending(quick.pid())["id"].as_u64().unwrap();
+    let quick_held = std::time::Instant::now();
+
+    s.restart_daemon();
+    // The same id, link and CSRF token work with the new daemon.
+    let listed = s.daemon.wait_pending(agent.pid());
+    assert_eq!(listed["id"].as_u64(), Some(id), "{listed:#}");
+    assert_eq!(
+        proc_state(agent.pid()),
+        Some('T'),
+        "still held across the restart"
+    );
+    let page = get(&s, &alice);
+    assert_eq!(page.status, 200, "{}", page.body);
+    let answer = post_form(&s, &alice, &[("csrf", &csrf), ("decision", "approve")]);
+    assert_eq!(answer.outcome(), Some("approved"), "{}", answer.body);
+    assert_eq!(fate(agent.finish().0), "exit:0");
+    let shown = s
+        .daemon
+        .json(&["approvals", "show", &id.to_string(), "--json"]);
+    assert_eq!(shown["state"], "approved", "{shown:#}");
+
+    // The short request keeps its deadline: killed about 4 s after it was held, not 4 s
+    // after the restart plus whatever the new daemon would have granted.
+    let (status, _) = quick.finish();
+    assert_eq!(
+        fate(status),
+        "signal:9",
+        "on_timeout = deny after the restart"
+    );
+    assert!(!quick_marker.exists());
+    assert!(quick_held.elapsed() < Duration::from_secs(30));
+    let rows = approval_rows(&s.daemon, quick_id, 2);
+    assert!(steps(&rows).contains(&"expired".to_string()), "{rows:#?}");
+}
+
+#[test]
+fn a_quorum_rule_waits_for_two_different_reviewers_and_one_denial_ends_it() {
+    let s = setup_with("channels-quorum", "60s", |dir| {
+        let two = dir.probe_copy("two-person-tool");
+        format!(
+            "\n[[rule]]\nname = \"two-person\"\noperation = \"exec\"\nbinary = \"{}\"\naction = \"ask\"\nmin_approvals = 2\n",
+            two.display()
+        )
+    });
+    let tool = s.dir.join("two-person-tool");
+    let marker = s.dir.join("ran");
+    let start = || {
+        let agent = Spawned::start(s.daemon.agent(
+            "ops-bot",
+            &tool,
+            &["touch", marker.to_str().unwrap()],
+        ));
+        let id = s.daemon.wait_pending(agent.pid())["id"].as_u64().unwrap();
+        (agent, id)
+    };
+    let (agent, id) = start();
+    // Alice approves from the CLI: recorded, still held.
+    let vote = s
+        .daemon
+        .json(&["approvals", "approve", &id.to_string(), "--json"]);
+    assert_eq!(vote["decision"], "approval_recorded", "{vote:#}");
+    assert_eq!(proc_state(agent.pid()), Some('T'), "one approval of two");
+    let again = s.daemon.cli(&["approvals", "approve", &id.to_string()]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already approved"));
+    // Bob approves through his link: the quorum is reached.
+    let hook = loop {
+        let h = delivery(&s, "/hook");
+        if h.request_id == id {
+            break h;
+        }
+    };
+    let bob = link_of(&hook.json, "bob");
+    let csrf = get(&s, &bob).hidden_input("csrf").unwrap();
+    let answer = post_form(&s, &bob, &[("csrf", &csrf), ("decision", "approve")]);
+    assert_eq!(answer.outcome(), Some("approved"), "{}", answer.body);
+    assert_eq!(fate(agent.finish().0), "exit:0");
+    let rows = approval_rows(&s.daemon, id, 4);
+    row(&rows, "approved", "approval 1 of 2");
+    row(&rows, "approved", "quorum of 2 reached: alice, bob");
+
+    // One denial is enough.
+    let (agent, id) = start();
+    s.daemon
+        .json(&["approvals", "approve", &id.to_string(), "--json"]);
+    s.daemon
+        .json(&["approvals", "deny", &id.to_string(), "--json"]);
+    assert_eq!(fate(agent.finish().0), "signal:9");
 }
