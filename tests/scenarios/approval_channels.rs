@@ -824,3 +824,53 @@ fn a_quorum_rule_waits_for_two_different_reviewers_and_one_denial_ends_it() {
         .json(&["approvals", "deny", &id.to_string(), "--json"]);
     assert_eq!(fate(agent.finish().0), "signal:9");
 }
+
+#[test]
+fn agents_cannot_read_the_approval_secrets_configuration_or_state() {
+    use interceptor_integration::{Backend, expected_backend, probe_bin, probe_value};
+    let s = setup("channels-secrets", "60s");
+    let files = [
+        s.dir.join("hook.secret"),
+        s.dir.join("slack.secret"),
+        s.dir.join("approvals.toml"),
+        s.dir.join("approvals.db"),
+    ];
+    for file in &files {
+        let cmd = s.daemon.agent(
+            "thief-bot",
+            &probe_bin(),
+            &["open", file.to_str().unwrap(), "r"],
+        );
+        let (_, out) = Spawned::start(cmd).finish();
+        let got = probe_value(&out, "open").unwrap_or_else(|| panic!("no open= in {out:?}"));
+        match expected_backend() {
+            Backend::Lsm => assert_eq!(got, "errno:13", "{}", file.display()),
+            // Opens are only observed there, never refused; the daemon says so.
+            Backend::Tracepoint => assert_eq!(got, "ok", "{}", file.display()),
+        }
+    }
+    if expected_backend() == Backend::Tracepoint {
+        // No open hook there: nothing is refused or recorded, and the daemon says so.
+        let status = s.daemon.json(&["status", "--json"]);
+        let stated = status["guarantees"].as_array().unwrap().iter().any(|g| {
+            g.as_str()
+                .unwrap()
+                .starts_with("NOT guaranteed: agents' opens are not checked")
+        });
+        assert!(stated, "{status}");
+        return;
+    }
+    // Every attempt is in the log, refused under the rule that guards the daemon's files.
+    let rows = s.daemon.wait_for("the refused opens in the audit log", || {
+        let rows = s.daemon.audit_rows(&["--rule", "builtin:daemon-files"]);
+        let text = serde_json::to_string(&rows).unwrap();
+        files
+            .iter()
+            .all(|f| text.contains(f.to_str().unwrap()))
+            .then_some(rows)
+    });
+    assert!(
+        rows.iter().any(|r| r["outcome"] == "denied"),
+        "denied rows: {rows:#?}"
+    );
+}
