@@ -246,6 +246,27 @@ mod tests {
         assert_eq!(columns.rule.as_deref(), Some(GUARD_RULE));
     }
 
+    #[tokio::test]
+    async fn connections_made_before_the_guard_are_closed() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut early = Vec::new();
+        for _ in 0..3 {
+            early.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        assert_eq!(close_queued(&listener), 3);
+        for mut stream in early {
+            // Closed by the listener's side: end of stream (or a reset), never a request served.
+            let mut buf = [0u8; 1];
+            assert!(matches!(stream.read(&mut buf).await, Ok(0) | Err(_)));
+        }
+        assert_eq!(close_queued(&listener), 0, "an empty queue ends the drain");
+        // The listener still accepts what comes after.
+        let _late = tokio::net::TcpStream::connect(addr).await.unwrap();
+        listener.accept().await.unwrap();
+    }
+
     #[test]
     fn the_mapped_prefix_word_matches_the_kernel_constant() {
         // The kernel program compares user_ip6[2] with the bytes 00 00 ff ff.
