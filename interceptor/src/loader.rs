@@ -298,7 +298,7 @@ pub fn load(
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProgramProbe {
     pub program: String,
-    /// `lsm` or `tp_btf`.
+    /// `lsm`, `tp_btf` or `cgroup_sock_addr`.
     pub kind: &'static str,
     pub hook: String,
     pub loads: bool,
