@@ -97,6 +97,9 @@ pub enum EventKind {
     ExecDenied = 2,
     /// A tracked task opened a file a rule names (file_open, lsm backend): an [`OpenEvent`].
     Open = 3,
+    /// A tracked task's connect to a guarded endpoint (the daemon's approval listener) was
+    /// refused (cgroup connect4/connect6, both backends): a [`ConnectEvent`].
+    ConnectRefused = 4,
 }
 
 impl EventKind {
@@ -106,10 +109,62 @@ impl EventKind {
             1 => Some(Self::Exec),
             2 => Some(Self::ExecDenied),
             3 => Some(Self::Open),
+            4 => Some(Self::ConnectRefused),
             _ => None,
         }
     }
 }
+
+/// `AF_INET`, as in [`EndpointKey::family`] and [`ConnectEvent::family`].
+pub const AF_INET: u32 = 2;
+/// `AF_INET6`.
+pub const AF_INET6: u32 = 10;
+
+/// Key of the `GUARDED_ENDPOINTS` map: a TCP/UDP endpoint agents may not connect to.
+///
+/// IPv4 addresses are matched in their own family: the kernel turns a connect to an
+/// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) into the IPv4 key before it looks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u32,
+    /// The port, in host byte order.
+    pub port: u32,
+    /// The address as four words in network byte order, like `bpf_sock_addr.user_ip6`
+    /// (an IPv4 address is the first word, the rest zero). All zero: any address of the
+    /// family.
+    pub addr: [u32; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<EndpointKey>() == 24);
+
+/// An agent's connect to a guarded endpoint, refused; written into `EVENTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectEvent {
+    /// [`EventKind::ConnectRefused`].
+    pub kind: u32,
+    /// Process id (thread-group id).
+    pub tgid: u32,
+    /// Thread id of the connecting task.
+    pub pid: u32,
+    /// Real uid.
+    pub uid: u32,
+    pub agent_id: u32,
+    /// The socket's family as the agent asked ([`AF_INET`] or [`AF_INET6`]; an IPv4-mapped
+    /// destination keeps [`AF_INET6`]).
+    pub family: u32,
+    /// Destination port, host byte order.
+    pub port: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+    /// Destination address as the agent gave it, four words in network byte order (IPv4:
+    /// the first word).
+    pub addr: [u32; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 48);
 
 /// Bits of an open's access mode (in rules, events and grants).
 pub mod access {
@@ -397,8 +452,10 @@ pub mod counters {
     /// An agent operation that would be recorded was refused because the daemon could not
     /// write the audit log (`AUDIT_DOWN`).
     pub const AUDIT_DOWN_DENIED: u32 = 13;
+    /// An agent's connect to a guarded endpoint (the approval listener) was refused.
+    pub const CONNECT_REFUSED: u32 = 14;
     /// Number of counters.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
 }
 
 /// Offsets of the kernel struct fields the programs read, resolved by the daemon from the
@@ -494,4 +551,6 @@ mod pod {
     unsafe impl aya::Pod for super::OpenEvent {}
     unsafe impl aya::Pod for super::GrantKey {}
     unsafe impl aya::Pod for super::Grant {}
+    unsafe impl aya::Pod for super::EndpointKey {}
+    unsafe impl aya::Pod for super::ConnectEvent {}
 }

@@ -7,6 +7,7 @@
 mod exec;
 mod guard;
 mod kernel;
+mod listener;
 mod maps;
 mod open;
 mod signal;

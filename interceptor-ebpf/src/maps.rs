@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use interceptor_common::{
-    AgentName, ExecPath, ExecRule, Grant, GrantKey, HeldTask, InodeKey, OpenRule, OpenScratch,
-    RULE_PATH_MAX, TrackedTask, counters, exec_flags,
+    AgentName, EndpointKey, ExecPath, ExecRule, Grant, GrantKey, HeldTask, InodeKey, OpenRule,
+    OpenScratch, RULE_PATH_MAX, TrackedTask, counters, exec_flags,
 };
 
 /// Agent processes, keyed by tgid. Filled by the daemon at registration and by
@@ -68,7 +68,13 @@ pub static EXEC_PATHS: LruHashMap<u32, ExecPath> = LruHashMap::with_max_entries(
 #[map]
 pub static EXEC_SCRATCH: PerCpuArray<ExecPath> = PerCpuArray::with_max_entries(1, 0);
 
-/// Events for the daemon (`interceptor_common::ExecEvent` and `OpenEvent`).
+/// Endpoints agents may not connect to: the daemon's approval listener, filled by the daemon
+/// once it listens (an all-zero address guards the port on every address of its family).
+/// The value is unused (1).
+#[map]
+pub static GUARDED_ENDPOINTS: HashMap<EndpointKey, u32> = HashMap::pinned(64, 0);
+
+/// Events for the daemon (`interceptor_common::ExecEvent`, `OpenEvent`, `ConnectEvent`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
 

@@ -100,6 +100,7 @@ const COUNTER_NAMES: [(u32, &str); counters::COUNT as usize] = [
     (counters::OPEN_UNRESOLVED, "open_unresolved"),
     (counters::FORK_REFUSED, "fork_refused"),
     (counters::AUDIT_DOWN_DENIED, "audit_down_denied"),
+    (counters::CONNECT_REFUSED, "connect_refused"),
 ];
 
 /// How the daemon is started.
@@ -414,6 +415,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         options.max_agent_processes,
     )?;
     let (mut ebpf, backend) = (loaded.ebpf, loaded.backend);
+    crate::listener_guard::guard(&mut ebpf, listener_http.as_ref())?;
     if loaded.adopted_maps {
         info!(pin_dir = %options.pin_dir.display(), replaced_links = loaded.replaced_links,
               "took over from an earlier daemon: tracked agents, holds and counters carried over");
@@ -1586,6 +1588,7 @@ impl Daemon {
                 };
                 (self.open_record(&event), event.start_boottime, Some(event))
             }
+            Some(EventKind::ConnectRefused) => return self.connect_refused(bytes),
             None => return self.undecodable(bytes),
         };
         self.metrics.event(match record.kind.as_str() {
@@ -1624,6 +1627,31 @@ impl Daemon {
 
     fn undecodable(&self, bytes: &[u8]) {
         error!(len = bytes.len(), kind = ?bytes.get(..4), "undecodable kernel event dropped");
+    }
+
+    /// An agent's connect to the approval listener, refused in the kernel: logged and
+    /// audited (the refusal itself never waits for the daemon).
+    fn connect_refused(&self, bytes: &[u8]) {
+        let Some(ev) = decode::<interceptor_common::ConnectEvent>(bytes) else {
+            return self.undecodable(bytes);
+        };
+        let process = ProcessInfo {
+            agent: self.agent_name(ev.agent_id),
+            pid: ev.tgid,
+            uid: ev.uid,
+            binary: procfs::exe(ev.tgid)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            argv: procfs::cmdline(ev.tgid).unwrap_or_default(),
+            ..ProcessInfo::default()
+        };
+        let row = crate::listener_guard::refused_row(&ev, process);
+        if let AuditEvent::Guard(g) = &row {
+            warn!(pid = ev.tgid, agent = %g.process.agent, target = %g.target, "{}", g.detail);
+        }
+        if let Err(e) = self.audit.try_record(row) {
+            debug!(error = %e, pid = ev.tgid, "audit row not queued (counted as dropped)");
+        }
     }
 
     fn open_record(&self, ev: &OpenEvent) -> ExecRecord {
@@ -2602,7 +2630,7 @@ fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> Exec
     let kind = match EventKind::from_u32(ev.kind) {
         Some(EventKind::Exec) => "exec",
         Some(EventKind::ExecDenied) => "exec_denied",
-        Some(EventKind::Open) | None => "unknown",
+        Some(EventKind::Open | EventKind::ConnectRefused) | None => "unknown",
     };
     ExecRecord {
         seq,

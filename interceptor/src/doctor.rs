@@ -107,7 +107,8 @@ pub fn examine(pin_dir: &Path, socket: &Path, audit_db: &Path) -> Report {
     };
     let all_load = |kind| programs.iter().filter(|p| p.kind == kind).all(|p| p.loads);
     let backend = match (
-        programs_error.is_none() && all_load("tp_btf"),
+        // Both backends attach the tracepoints and the cgroup programs.
+        programs_error.is_none() && all_load("tp_btf") && all_load("cgroup_sock_addr"),
         all_load("lsm"),
     ) {
         (false, _) => None,

@@ -5,6 +5,7 @@
 //! - [`audit`]: the tamper-evident audit log and `interceptor audit`;
 //! - [`btf`]: kernel struct offsets from the running kernel's BTF;
 //! - [`loader`]: loading the programs and choosing the backend (lsm or tracepoint);
+//! - [`listener_guard`]: agents cannot connect to the daemon's HTTP (approval) listener;
 //! - [`policy`]: the exec rule list and its compilation to kernel map entries;
 //! - [`open_rules`]: open rules and their kernel map entries;
 //! - [`daemon`]: events, holds, approvals, the control socket server;
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod http;
 pub mod journal;
+pub mod listener_guard;
 pub mod loader;
 pub mod metrics;
 pub mod open_rules;

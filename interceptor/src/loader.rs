@@ -3,11 +3,14 @@
 //! One object holds every program. The `lsm` backend loads the BPF LSM hooks (exec deny in
 //! `bprm_check_security`, the SIGCONT guard in `task_kill`) and the tracepoints; the
 //! `tracepoint` backend, for kernels where BPF LSM programs cannot be loaded, loads the
-//! tracepoints only. Programs are named `<family>_<hook>`; the hook is derived from the
-//! name, so each hook is spelled once, in the kernel program's attribute.
+//! tracepoints only. Both attach the cgroup sock_addr programs (the approval listener
+//! guard, see [`crate::listener_guard`]) to the cgroup v2 root. Programs are named
+//! `<family>_<hook>`; the hook is derived from the name, so each hook is spelled once, in
+//! the kernel program's attribute.
 
 use std::{
     fmt,
+    fs::File,
     path::{Path, PathBuf},
 };
 
@@ -15,7 +18,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData},
     programs::{
-        Program,
+        CgroupAttachMode, Program,
         links::{FdLink, PinnedLink},
     },
 };
@@ -58,6 +61,7 @@ impl Backend {
         let common = [
             "agents are tracked in the kernel from registration through every fork, by (pid, start time)",
             "a held exec is stopped before its first instruction and runs only after approval",
+            "agents cannot connect to the daemon's HTTP listener, where reviews are answered: connect() fails with EPERM, over IPv4 and IPv6 (cgroup connect4/connect6 on the cgroup v2 root)",
         ];
         let specific: &[&str] = match self {
             Self::Lsm => &[
@@ -115,6 +119,10 @@ pub enum LoadError {
     },
     #[error("pin {path}: {message}")]
     Pin { path: PathBuf, message: String },
+    #[error("program {program}: its link cannot be pinned ({message})")]
+    Unpinnable { program: String, message: String },
+    #[error("cgroup v2: {0}")]
+    Cgroup2(String),
     #[error("map: {0}")]
     Map(String),
     #[error(
@@ -209,6 +217,11 @@ pub fn load(
 
     let links = pin_dir.join("links");
     let generation = format!("@{}", std::process::id());
+    // Every process is in the cgroup v2 hierarchy (in its root on hosts that do not use
+    // it), so programs attached to its root see every connect on the host.
+    let cgroup_root = cgroup2_root()?;
+    let cgroup = File::open(&cgroup_root)
+        .map_err(|e| LoadError::Cgroup2(format!("{}: {e}", cgroup_root.display())))?;
     let mut attach = |name: &str| -> Result<(), LoadError> {
         let hook = hook_of(name).ok_or_else(|| LoadError::MissingProgram(name.into()))?;
         let err = |source| LoadError::Program {
@@ -224,6 +237,19 @@ pub fn load(
                 program.load(hook, &kernel_btf).map_err(err)?;
                 let id = program.attach().map_err(err)?;
                 program.take_link(id).map_err(err)?.into()
+            }
+            Some(Program::CgroupSockAddr(program)) => {
+                program.load().map_err(err)?;
+                // A bpf_link: it runs beside the programs others attached to the root (an
+                // earlier daemon's included), and cannot be detached by a later PROG_ATTACH.
+                let id = program
+                    .attach(&cgroup, CgroupAttachMode::Single)
+                    .map_err(err)?;
+                let link = program.take_link(id).map_err(err)?;
+                FdLink::try_from(link).map_err(|e| LoadError::Unpinnable {
+                    program: name.into(),
+                    message: e.to_string(),
+                })?
             }
             _ => return Err(LoadError::MissingProgram(name.into())),
         };
@@ -272,7 +298,7 @@ pub fn load(
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProgramProbe {
     pub program: String,
-    /// `lsm` or `tp_btf`.
+    /// `lsm`, `tp_btf` or `cgroup_sock_addr`.
     pub kind: &'static str,
     pub hook: String,
     pub loads: bool,
@@ -295,6 +321,7 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, LoadError> {
             let (kind, loaded) = match program {
                 Program::Lsm(p) => ("lsm", p.load(&hook, &kernel_btf)),
                 Program::BtfTracePoint(p) => ("tp_btf", p.load(&hook, &kernel_btf)),
+                Program::CgroupSockAddr(p) => ("cgroup_sock_addr", p.load()),
                 _ => continue,
             };
             probes.push(ProgramProbe {
@@ -352,6 +379,78 @@ fn load_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, names: &[&str]) -> Result<(), Strin
             .map_err(|e| format!("loading {name}: {}", error_chain(&e)))?;
     }
     Ok(())
+}
+
+/// Where the cgroup v2 hierarchy is mounted (the first `cgroup2` mount in
+/// /proc/self/mountinfo: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a
+/// hybrid one). Without one, it is mounted at [`CGROUP2_MOUNT`].
+pub fn cgroup2_root() -> Result<PathBuf, LoadError> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| LoadError::Cgroup2(format!("/proc/self/mountinfo: {e}")))?;
+    if let Some(found) = cgroup2_mount_in(&mountinfo) {
+        return Ok(found);
+    }
+    let target = Path::new(CGROUP2_MOUNT);
+    std::fs::create_dir_all(target)
+        .map_err(|e| LoadError::Cgroup2(format!("{}: {e}", target.display())))?;
+    let c_target = std::ffi::CString::new(CGROUP2_MOUNT).expect("no NUL in the mount point");
+    // SAFETY: mount with NUL-terminated strings; cgroup2 takes no data.
+    let rc = unsafe {
+        libc::mount(
+            c"cgroup2".as_ptr(),
+            c_target.as_ptr(),
+            c"cgroup2".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(LoadError::Cgroup2(format!(
+            "no cgroup2 mount, and mounting one on {CGROUP2_MOUNT} failed: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    info!(mount = CGROUP2_MOUNT, "mounted the cgroup v2 hierarchy");
+    Ok(target.into())
+}
+
+/// Where the daemon mounts the cgroup v2 hierarchy when the host has not.
+pub const CGROUP2_MOUNT: &str = "/run/interceptor/cgroup2";
+
+/// The mount point of the first whole-hierarchy `cgroup2` mount in a mountinfo text.
+fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        let (fields, fs) = line.split_once(" - ")?;
+        let fields: Vec<&str> = fields.split(' ').collect();
+        let (root, mount_point) = (*fields.get(3)?, *fields.get(4)?);
+        (fs.split(' ').next() == Some("cgroup2") && root == "/")
+            .then(|| PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(byte as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Writes the heartbeat slot with the current time.
@@ -503,6 +602,33 @@ mod tests {
         assert_eq!(hook_of("signal_task_kill"), Some("task_kill"));
         assert_eq!(hook_of("nohook"), None);
         assert_eq!(hook_of("family_"), None);
+        assert_eq!(hook_of("listener_connect6"), Some("connect6"));
+    }
+
+    #[test]
+    fn the_cgroup2_hierarchy_is_found_in_mountinfo() {
+        let hybrid = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount_in(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        // A mount of a sub-tree covers only part of the host; a later whole one is used.
+        let sub = "\
+50 23 0:38 /user.slice /mnt/sub rw - cgroup2 cgroup2 rw
+51 23 0:38 / /mnt/with\\040space rw - cgroup2 none rw
+";
+        assert_eq!(
+            cgroup2_mount_in(sub),
+            Some(PathBuf::from("/mnt/with space"))
+        );
+        assert_eq!(
+            cgroup2_mount_in("31 23 0:28 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
     }
 
     #[test]
@@ -521,6 +647,8 @@ mod tests {
                 "guard_ptrace_access_check",
                 "guard_ptrace_traceme",
                 "guard_userns_create",
+                "listener_connect4",
+                "listener_connect6",
                 "open_file_open",
                 "signal_task_kill",
                 "tracking_sched_process_exit",

@@ -27,9 +27,10 @@ fn doctor_reports_the_backend_its_programs_and_guarantees() {
     let programs = report["programs"]
         .as_array()
         .expect("programs probed as root");
-    assert_eq!(programs.len(), 13, "{report:#}");
+    assert_eq!(programs.len(), 15, "{report:#}");
     for p in programs {
-        let should_load = p["kind"] == "tp_btf" || want == "lsm";
+        // Both backends attach the tracepoints and the cgroup programs.
+        let should_load = p["kind"] == "tp_btf" || p["kind"] == "cgroup_sock_addr" || want == "lsm";
         assert_eq!(p["loads"], should_load, "{p}");
         assert_eq!(p["error"].is_null(), should_load, "a refusal says why: {p}");
     }

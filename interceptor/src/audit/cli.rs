@@ -247,6 +247,7 @@ pub enum KindArg {
     Daemon,
     Loss,
     Prune,
+    Guard,
 }
 
 /// Row filters; every one given must match.
@@ -735,6 +736,8 @@ pub fn describe(row: &StoredRow) -> String {
             p.pruned_through_seq,
             format_time(p.before_ms as i64)
         ),
+        AuditEvent::Guard(g) if g.detail.is_empty() => format!("refused: {}", g.target),
+        AuditEvent::Guard(g) => g.detail,
     }
 }
 

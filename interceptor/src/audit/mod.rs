@@ -36,7 +36,7 @@ pub use log::{AuditConfig, AuditLog, AuditStats};
 pub use query::Filter;
 pub use record::{
     ApprovalAudit, ApprovalStep, AuditEvent, DaemonAudit, DaemonStep, DecidedBy, DecisionAudit,
-    ExecAudit, GrantAudit, GrantStep, LossAudit, NewEntry, OpenAudit, Outcome, PolicyReloadAudit,
-    ProcessInfo, PruneAudit, StoredRow,
+    ExecAudit, GrantAudit, GrantStep, GuardAudit, LossAudit, NewEntry, OpenAudit, Outcome,
+    PolicyReloadAudit, ProcessInfo, PruneAudit, StoredRow,
 };
 pub use store::{AuditTarget, DEFAULT_SQLITE_PATH, PruneReport, Store, StoreOptions, Synchronous};

@@ -40,6 +40,9 @@ pub enum AuditEvent {
     Loss(LossAudit),
     /// Old rows were pruned; written by the prune itself (see [`super::chain`]).
     Prune(PruneAudit),
+    /// A kernel guard refused an agent something no policy may allow (connecting to the
+    /// approval listener).
+    Guard(GuardAudit),
 }
 
 /// The process an operation belongs to.
@@ -379,6 +382,19 @@ pub struct DaemonAudit {
     pub detail: Option<String>,
 }
 
+/// An agent operation a kernel guard refused, whatever the policy says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardAudit {
+    /// The guard, named like a rule (`builtin:approval-listener`).
+    pub rule: String,
+    pub process: ProcessInfo,
+    /// What the agent tried to reach (`127.0.0.1:9477`).
+    pub target: String,
+    /// What happened, in words.
+    #[serde(default)]
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LossAudit {
     /// Counter name -> value (kernel counters are cumulative since load).
@@ -436,6 +452,7 @@ impl AuditEvent {
             AuditEvent::Daemon(_) => "daemon",
             AuditEvent::Loss(_) => "loss",
             AuditEvent::Prune(_) => "prune",
+            AuditEvent::Guard(_) => "guard",
         }
     }
 
@@ -503,6 +520,14 @@ impl AuditEvent {
             AuditEvent::Daemon(d) => {
                 c.pid = Some(d.pid.into());
             }
+            AuditEvent::Guard(g) => {
+                process_columns(&mut c, &g.process);
+                c.path = Some(g.target.clone());
+                c.action = Some(Action::Deny.as_str().to_string());
+                c.outcome = Some(Outcome::Denied.as_str().to_string());
+                c.rule = Some(g.rule.clone());
+                c.decided_by = Some(DecidedBy::Kernel.kind().to_string());
+            }
             AuditEvent::Loss(_) | AuditEvent::Prune(_) => {}
         }
         c.sanitize();
@@ -515,6 +540,7 @@ impl AuditEvent {
             AuditEvent::Exec(e) => Some(&e.process),
             AuditEvent::Open(e) => Some(&e.process),
             AuditEvent::Decision(d) => Some(&d.process),
+            AuditEvent::Guard(g) => Some(&g.process),
             _ => None,
         }
     }

@@ -54,6 +54,9 @@
 //!                               flood-sensitive-open-refused= (EACCES), flood-other=
 //!   stale-tracked MAP PID       write a TRACKED entry (agent 1) for PID with a start time no
 //!                               process has, into the pinned map MAP: tracked-write=
+//!   connect ADDR [PATH]         TCP connect to ADDR (IP:PORT or [IPv6]:PORT; an IPv6 address
+//!                               uses an AF_INET6 socket, ::ffff:a.b.c.d included): connect=;
+//!                               with PATH, then GET PATH over HTTP/1.0: http=STATUS
 use std::{
     io::Write as _,
     os::unix::process::CommandExt as _,
@@ -156,6 +159,28 @@ fn uring_open(path: &str) -> Result<i32, i32> {
         let cqe = cq.add(cq_off[5] as usize + (head & cmask) as usize * 16);
         Ok(*cqe.add(8).cast::<i32>())
     }
+}
+
+/// Sends `GET path` on a connected stream; returns the response's status code, or
+/// `error:...` when there is no well-formed status line.
+fn http_get(stream: &mut std::net::TcpStream, path: &str) -> String {
+    use std::io::Read as _;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    if let Err(e) = write!(stream, "GET {path} HTTP/1.0\r\nHost: probe\r\n\r\n") {
+        return format!("error:{e}");
+    }
+    let mut response = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut response) {
+        return format!("error:{e}");
+    }
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ')
+        .nth(1)
+        .filter(|code| code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()))
+        .map_or_else(
+            || format!("error:{:?}", text.lines().next()),
+            str::to_string,
+        )
 }
 
 /// execveat(fd, "", argv, environ, AT_EMPTY_PATH); returns only on failure.
@@ -453,6 +478,18 @@ fn main() {
             let pid: i32 = rest[0].parse().expect("pid");
             let sig: i32 = rest[1].parse().expect("signal");
             report("kill", unsafe { libc::kill(pid, sig) } as i64);
+        }
+        "connect" => {
+            let addr: std::net::SocketAddr = rest[0].parse().expect("IP:PORT");
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+                Err(e) => say(format!("connect=errno:{}", e.raw_os_error().unwrap_or(-1))),
+                Ok(mut stream) => {
+                    say("connect=ok".into());
+                    if let Some(path) = rest.get(1) {
+                        say(format!("http={}", http_get(&mut stream, path)));
+                    }
+                }
+            }
         }
         "unshare-user" => report("unshare", unsafe { libc::unshare(libc::CLONE_NEWUSER) }
             as i64),
