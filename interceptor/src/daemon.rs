@@ -246,6 +246,8 @@ struct Pending {
     grant_offer: Option<crate::approvals::GrantOffer>,
     /// For an exec: what an approval with a grant lets through later.
     exec_grant: Option<ExecGrantKey>,
+    /// When nobody answered by then, these (names or `@group`) are asked too.
+    escalation: Option<(Instant, Vec<String>)>,
 }
 
 /// What an exec grant covers: this agent running this binary (with this argv, unless
@@ -1384,12 +1386,16 @@ impl Daemon {
     /// away, and applies `on_timeout` at its deadline.
     async fn watch_request(self: Arc<Self>, id: u64) {
         loop {
-            let (deadline, alive) = {
+            let (deadline, alive, escalate_at) = {
                 let state = lock(&self.state);
                 let Some(p) = state.pending.get(&id) else {
                     return;
                 };
-                (p.deadline, p.pidfd.as_ref().is_none_or(Pidfd::alive))
+                (
+                    p.deadline,
+                    p.pidfd.as_ref().is_none_or(Pidfd::alive),
+                    p.escalation.as_ref().map(|(at, _)| *at),
+                )
             };
             if !alive {
                 self.cancel(id).await;
@@ -1400,7 +1406,14 @@ impl Daemon {
                 self.expire(id).await;
                 return;
             }
-            tokio::time::sleep((deadline - now).min(REQUEST_WATCH_PERIOD)).await;
+            if let Some(at) = escalate_at
+                && now >= at
+            {
+                self.escalate(id).await;
+                continue;
+            }
+            let next = escalate_at.map_or(deadline, |at| at.min(deadline));
+            tokio::time::sleep((next - now).min(REQUEST_WATCH_PERIOD)).await;
         }
     }
 
@@ -1775,6 +1788,7 @@ impl Daemon {
                         approvals: Vec::new(),
                         grant_offer: asked.grant_offer,
                         exec_grant: None,
+                        escalation: escalation_of(rule, now),
                     },
                 );
             }
@@ -2011,6 +2025,7 @@ impl Daemon {
                 approvals: Vec::new(),
                 grant_offer: asked.grant_offer,
                 exec_grant,
+                escalation: escalation_of(rule, started),
             },
         );
         tokio::spawn(self.clone().watch_request(id));
@@ -2551,6 +2566,15 @@ fn exec_grant_key(view: &PendingView, rule: Option<&crate::policy::Rule>) -> Opt
             GrantScope::Once | GrantScope::ExactArgv => Some(view.argv.clone()),
         },
     })
+}
+
+/// When a request of `rule` held at `held_at` escalates, and to whom.
+fn escalation_of(
+    rule: Option<&crate::policy::Rule>,
+    held_at: Instant,
+) -> Option<(Instant, Vec<String>)> {
+    let e = rule?.escalation.as_ref()?;
+    Some((held_at + e.after, e.to.clone()))
 }
 
 /// Approvals a request of `rule` needs before it runs (its `min_approvals`, at least 1).

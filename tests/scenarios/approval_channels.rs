@@ -874,3 +874,53 @@ fn agents_cannot_read_the_approval_secrets_configuration_or_state() {
         "denied rows: {rows:#?}"
     );
 }
+
+#[test]
+fn an_unanswered_request_escalates_to_fallback_reviewers_who_can_answer() {
+    let s = setup_with("channels-escalate", "60s", |dir| {
+        let tool = dir.probe_copy("escalating-tool");
+        format!(
+            "\n[[rule]]\nname = \"escalating\"\noperation = \"exec\"\nbinary = \"{}\"\naction = \"ask\"\nreviewers = [\"alice\"]\nescalate_after = \"1s\"\nescalate_to = [\"bob\"]\n",
+            tool.display()
+        )
+    });
+    let marker = s.dir.join("escalated-ran");
+    let agent = Spawned::start(s.daemon.agent(
+        "ops-bot",
+        &s.dir.join("escalating-tool"),
+        &["touch", marker.to_str().unwrap()],
+    ));
+    let id = s.daemon.wait_pending(agent.pid())["id"].as_u64().unwrap();
+    // First only alice is asked; a second message a second later brings bob's link alone.
+    let first = delivery(&s, "/hook");
+    assert_eq!(first.request_id, id);
+    let reviewers = |c: &receiver::Checked| -> Vec<String> {
+        c.json["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["reviewer"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(reviewers(&first), ["alice"]);
+    let second = delivery(&s, "/hook");
+    assert_eq!(second.request_id, id);
+    assert_eq!(reviewers(&second), ["bob"]);
+    let bob = link_of(&second.json, "bob");
+    let csrf = get(&s, &bob).hidden_input("csrf").unwrap();
+    let answer = post_form(&s, &bob, &[("csrf", &csrf), ("decision", "approve")]);
+    assert_eq!(answer.outcome(), Some("approved"), "{}", answer.body);
+    assert_eq!(fate(agent.finish().0), "exit:0");
+    let rows = approval_rows(&s.daemon, id, 5);
+    let escalated = row(&rows, "escalated", "asked bob too");
+    assert_eq!(escalated["event"]["reviewers"], serde_json::json!(["bob"]));
+    assert_eq!(row(&rows, "approved", "")["event"]["by"], "bob");
+    let shown = s
+        .daemon
+        .json(&["approvals", "show", &id.to_string(), "--json"]);
+    assert_eq!(
+        shown["reviewers"],
+        serde_json::json!(["alice", "bob"]),
+        "{shown:#}"
+    );
+}

@@ -162,8 +162,11 @@ pub fn run_suite(ws: &Workspace, inputs: &VmInputs, opts: VmOptions) -> Result<V
 /// Boots tried before a VM that never reaches /init counts as a failed tier.
 const BOOT_ATTEMPTS: u32 = 3;
 
-/// Fresh VMs booted after guest soft lockups before the tier counts as failed.
-const LOCKUP_RESUMES: usize = 2;
+/// Fresh VMs booted after guest soft lockups before the tier counts as failed. The
+/// lockup is QEMU TCG's (page zeroing in `clear_page_rep`, in whatever task faults: init,
+/// a test, the daemon); runs of the whole suite have needed up to 2 restarts, so 4 leaves
+/// room while a lockup that recurs on every boot still fails the tier.
+const LOCKUP_RESUMES: usize = 4;
 
 /// The first soft-lockup report in the console log: `CPU#1 in clear_page_rep (task init)`.
 fn soft_lockup(serial: &Path) -> Option<String> {

@@ -169,6 +169,26 @@ impl Notifier {
         &self.retry
     }
 
+    /// Posts `body` (JSON) once to a Slack `response_url`, which updates the message a
+    /// button was clicked in. One attempt within the attempt timeout; the error says why
+    /// (without the URL, which is a credential for that message).
+    pub async fn respond(&self, url: &str, body: &serde_json::Value) -> Result<u16, String> {
+        let sent = self
+            .client
+            .post(url)
+            .timeout(self.retry.attempt_timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| error_chain(&e.without_url()))?;
+        let status = sent.status();
+        if status.is_success() {
+            Ok(status.as_u16())
+        } else {
+            Err(format!("HTTP {status}"))
+        }
+    }
+
     /// Delivers `notice` to `channel`, retrying as [`RetryPolicy`] says. Never fails: the
     /// outcome, good or bad, is the [`Delivery`].
     pub async fn deliver(&self, channel: &Channel, notice: &Notice) -> Delivery {
@@ -580,6 +600,25 @@ mod tests {
                 StatusCode::OK.into_response()
             }
         }
+    }
+
+    #[tokio::test]
+    async fn respond_posts_the_update_once_and_reports_the_status() {
+        let (url, script) = server(&[Reply::Status(200), Reply::Status(404)]).await;
+        let notifier = Notifier::new(quick(3)).unwrap();
+        let update = serde_json::json!({ "replace_original": true, "text": "Approved by alice" });
+        assert_eq!(notifier.respond(&url, &update).await, Ok(200));
+        let error = notifier.respond(&url, &update).await.unwrap_err();
+        assert!(error.contains("404"), "{error}");
+        assert!(
+            !error.contains("SECRET-PATH"),
+            "the URL is not echoed: {error}"
+        );
+        let seen = script.seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "one attempt each, no retries");
+        let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+        assert_eq!(body, update);
+        assert_eq!(header(&seen[0], "content-type"), "application/json");
     }
 
     fn channel(kind: ChannelKind, url: &str) -> Channel {

@@ -294,6 +294,44 @@ impl ApprovalStore {
         }
     }
 
+    /// Adds review tokens to a pending request (escalation). `Ok(false)`: it is not pending
+    /// any more; nothing was added.
+    pub async fn add_tokens(
+        &self,
+        id: u64,
+        tokens: &[(TokenHash, String)],
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result: Result<bool, StoreError> = async {
+            let pending = sqlx::query("SELECT 1 FROM request WHERE id = ? AND state = 'pending'")
+                .bind(id as i64)
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_some();
+            if !pending {
+                return Ok(false);
+            }
+            for (hash, reviewer) in tokens {
+                sqlx::query("INSERT INTO token (hash, request, reviewer) VALUES (?, ?, ?)")
+                    .bind(hash.to_vec())
+                    .bind(id as i64)
+                    .bind(reviewer)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(true)
+        }
+        .await;
+        match result {
+            Ok(false) => {
+                sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                Ok(false)
+            }
+            other => finish_tx(&mut conn, other).await,
+        }
+    }
+
     /// Marks a review token used without closing its request (an approval toward a
     /// quorum). `Ok(false)`: it was used already, or belongs to another request.
     pub async fn use_token(

@@ -268,6 +268,8 @@ pub enum ApprovalStep {
     Rejected,
     /// The held task went away (killed by someone else, or exited) before an answer.
     Cancelled,
+    /// Nobody answered for the rule's `escalate_after`: more reviewers were asked.
+    Escalated,
 }
 
 impl ApprovalStep {
@@ -280,6 +282,7 @@ impl ApprovalStep {
             ApprovalStep::Expired => "expired",
             ApprovalStep::Rejected => "rejected",
             ApprovalStep::Cancelled => "cancelled",
+            ApprovalStep::Escalated => "escalated",
         }
     }
 }

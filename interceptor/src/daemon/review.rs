@@ -127,26 +127,131 @@ impl Daemon {
         if named.is_empty() {
             return config.reviewers.iter().map(|r| r.name.clone()).collect();
         }
+        let names = self.configured_reviewers(policy, &named, rule.map(|r| r.name.as_str()));
+        if names.is_empty() {
+            error!(rule = ?rule.map(|r| &r.name),
+                   "no configured reviewer may answer this rule's requests: they will time out");
+        }
+        names
+    }
+
+    /// `named` (names or `@group`), groups expanded, sorted, limited to configured
+    /// reviewers (the others are logged: they could not authenticate).
+    fn configured_reviewers(
+        &self,
+        policy: &Policy,
+        named: &[String],
+        rule: Option<&str>,
+    ) -> Vec<String> {
+        let config = &self.approvals.config;
         let mut names = Vec::new();
         for name in named {
             match name.strip_prefix('@') {
                 Some(group) => names.extend(policy.groups.get(group).cloned().unwrap_or_default()),
-                None => names.push(name),
+                None => names.push(name.clone()),
             }
         }
         names.sort();
         names.dedup();
         let unknown = config.unknown_reviewers(names.iter().map(String::as_str));
         if !unknown.is_empty() {
-            warn!(rule = ?rule.map(|r| &r.name), ?unknown, approvals = %config.origin,
+            warn!(?rule, ?unknown, approvals = %config.origin,
                   "reviewers named by the policy are not configured: they cannot answer");
         }
         names.retain(|n| config.reviewer(n).is_some());
-        if names.is_empty() {
-            error!(rule = ?rule.map(|r| &r.name),
-                   "no configured reviewer may answer this rule's requests: they will time out");
-        }
         names
+    }
+
+    /// Nobody answered for the rule's `escalate_after`: its `escalate_to` reviewers get
+    /// their own tokens and are notified on every channel (their links only); the request
+    /// keeps its deadline.
+    pub(super) async fn escalate(self: &Arc<Self>, id: u64) {
+        let taken = {
+            let mut state = lock(&self.state);
+            state.pending.get_mut(&id).and_then(|p| {
+                let (_, to) = p.escalation.take()?;
+                Some((
+                    to,
+                    p.reviewers.clone(),
+                    p.decision.clone(),
+                    p.decision_seq,
+                    p.notice.clone(),
+                    p.held_at,
+                ))
+            })
+        };
+        let Some((to, existing, decision, seq, mut notice, held_at)) = taken else {
+            return;
+        };
+        let active = self.active();
+        let mut added = self.configured_reviewers(&active.policy, &to, decision.winner.as_deref());
+        added.retain(|n| !existing.contains(n));
+        let waited = humantime::format_duration(Duration::from_secs(held_at.elapsed().as_secs()));
+        let mut row = approval_row(id, ApprovalStep::Escalated, &decision, None);
+        row.reviewers = added.clone();
+        row.detail = Some(if added.is_empty() {
+            format!(
+                "nobody answered within {waited}; escalate_to names no further configured reviewer"
+            )
+        } else {
+            format!(
+                "nobody answered within {waited}; asked {} too",
+                added.join(", ")
+            )
+        });
+        let mut tokens = Vec::with_capacity(added.len());
+        for reviewer in &added {
+            match Token::generate() {
+                Ok(token) => tokens.push((reviewer.clone(), token)),
+                Err(e) => error!(id, error = %e, "escalation: no review token"),
+            }
+        }
+        let hashes: Vec<(TokenHash, String)> =
+            tokens.iter().map(|(r, t)| (t.hash(), r.clone())).collect();
+        if !tokens.is_empty() {
+            match self.approvals.store.add_tokens(id, &hashes).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    error!(id, error = %e, "escalation: the new reviewers' tokens were not stored");
+                    return;
+                }
+            }
+        }
+        {
+            let mut state = lock(&self.state);
+            let Some(p) = state.pending.get_mut(&id) else {
+                return;
+            };
+            for reviewer in &added {
+                p.reviewers.push(reviewer.clone());
+                p.notice.links.push(ReviewLink {
+                    reviewer: reviewer.clone(),
+                    url: String::new(),
+                });
+            }
+        }
+        warn!(id, reviewers = ?added, "request escalated: nobody answered in time");
+        if let Err(e) = self
+            .append_all(vec![follow(AuditEvent::Approval(row), seq)])
+            .await
+        {
+            error!(id, error = %e, "an escalation was not recorded in the audit log");
+        }
+        if added.is_empty() {
+            return;
+        }
+        notice.links = match &self.approvals.base_url {
+            Some(base) => tokens
+                .iter()
+                .map(|(reviewer, token)| ReviewLink {
+                    reviewer: reviewer.clone(),
+                    url: format!("{base}/r/{}", token.as_str()),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        self.notify(notice, decision, seq);
     }
 
     /// Persists a new request with one review token per reviewer, and returns the notice
@@ -701,10 +806,21 @@ impl Daemon {
                     Decision::Approved => "approved",
                     Decision::Denied => "denied",
                 };
-                Page::json(
-                    200,
-                    slack::decided_message(&headline, word, &reviewer).to_string(),
-                )
+                let update = slack::decided_message(&headline, word, &reviewer);
+                // Block Kit clicks are updated through their response_url (Slack ignores
+                // this answer's body for them).
+                if let (Some(url), Some(notifier)) =
+                    (click.response_url.clone(), self.approvals.notifier.clone())
+                {
+                    let update = update.clone();
+                    tokio::spawn(async move {
+                        match notifier.respond(&url, &update).await {
+                            Ok(_) => debug!(id, "Slack message updated with the decision"),
+                            Err(e) => warn!(id, error = %e, "could not update the Slack message"),
+                        }
+                    });
+                }
+                Page::json(200, update.to_string())
             }
             Ok(Response::Voted { have, need, .. }) => slack_reply(
                 &format!("Your approval of request {id} is recorded: {have} of {need}."),
@@ -1139,6 +1255,8 @@ impl Daemon {
                 needed: approvals_needed(rule),
                 approvals: Vec::new(),
                 exec_grant,
+                // Whether an earlier daemon escalated is not kept: not again.
+                escalation: None,
             },
         );
         tokio::spawn(self.clone().watch_request(id));

@@ -175,6 +175,15 @@ pub enum GrantScope {
     Binary,
 }
 
+/// A rule's escalation: after `after` without an answer, `to` (names or `@group`) are asked
+/// too, with their own review links.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Escalation {
+    #[serde(with = "duration_secs_req")]
+    pub after: Duration,
+    pub to: Vec<String>,
+}
+
 /// Limits on what one approval lets through later without asking again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GrantLimits {
@@ -248,6 +257,8 @@ pub struct Rule {
     /// Approvals from different reviewers needed before the operation runs (quorum);
     /// one denial is enough to refuse it.
     pub min_approvals: u32,
+    /// Who else is asked when nobody answered for a while.
+    pub escalation: Option<Escalation>,
     pub timeout: Option<Duration>,
     pub on_timeout: Option<Action>,
     pub grant: Option<GrantLimits>,
@@ -326,6 +337,7 @@ impl Policy {
             mode: Mode::Enforce,
             reviewers: Vec::new(),
             min_approvals: 1,
+            escalation: None,
             timeout: None,
             on_timeout: None,
             grant: None,

@@ -11,8 +11,8 @@ use serde::{
 use toml::Spanned;
 
 use super::{
-    Access, Action, Agent, Defaults, GrantLimits, GrantScope, Mode, Operation, Policy, PolicyError,
-    Rule, Severity, cases, content_hash, line_col, matcher, parse_duration,
+    Access, Action, Agent, Defaults, Escalation, GrantLimits, GrantScope, Mode, Operation, Policy,
+    PolicyError, Rule, Severity, cases, content_hash, line_col, matcher, parse_duration,
 };
 
 /// The top level of a policy file.
@@ -84,6 +84,8 @@ pub(crate) struct RawRule {
     mode: Option<Mode>,
     reviewers: Option<Spanned<OneOrMany<String>>>,
     min_approvals: Option<Spanned<u32>>,
+    escalate_after: Option<Spanned<String>>,
+    escalate_to: Option<Spanned<OneOrMany<String>>>,
     timeout: Option<Spanned<String>>,
     on_timeout: Option<Spanned<Action>>,
     grant: Option<RawGrant>,
@@ -641,6 +643,61 @@ impl Validator<'_> {
             Some(n) => *n.get_ref(),
         };
         let timeout = r.timeout.as_ref().map(|t| self.duration(t)).transpose()?;
+        let escalation = match (&r.escalate_after, &r.escalate_to) {
+            (None, None) => None,
+            (Some(after), Some(to)) => {
+                if *r.action.get_ref() != Action::Ask {
+                    return self.err(
+                        after.span().start,
+                        format!("rule {name:?}: escalate_after only applies to action = \"ask\""),
+                    );
+                }
+                self.reviewers(groups, to.span().start, &to.get_ref().0)?;
+                if to.get_ref().0.is_empty() {
+                    return self.err(
+                        to.span().start,
+                        format!("rule {name:?}: escalate_to names nobody"),
+                    );
+                }
+                let after_d = self.duration(after)?;
+                if after_d.is_zero() {
+                    return self.err(
+                        after.span().start,
+                        format!("rule {name:?}: escalate_after must be longer than 0s"),
+                    );
+                }
+                if let Some(t) = timeout
+                    && after_d >= t
+                {
+                    return self.err(
+                        after.span().start,
+                        format!(
+                            "rule {name:?}: escalate_after ({}) must be shorter than the rule's timeout ({}), or the request expires first",
+                            after.get_ref(),
+                            r.timeout.as_ref().map_or(String::new(), |t| t.get_ref().clone())
+                        ),
+                    );
+                }
+                Some(Escalation {
+                    after: after_d,
+                    to: to.get_ref().0.clone(),
+                })
+            }
+            (Some(after), None) => {
+                return self.err(
+                    after.span().start,
+                    format!("rule {name:?}: escalate_after needs escalate_to (who is asked then)"),
+                );
+            }
+            (None, Some(to)) => {
+                return self.err(
+                    to.span().start,
+                    format!(
+                        "rule {name:?}: escalate_to needs escalate_after (when they are asked)"
+                    ),
+                );
+            }
+        };
         let on_timeout = r
             .on_timeout
             .as_ref()
@@ -676,6 +733,7 @@ impl Validator<'_> {
             mode: Mode::Enforce, // the caller applies the policy's mode
             reviewers,
             min_approvals,
+            escalation,
             timeout,
             on_timeout,
             grant,

@@ -321,7 +321,10 @@ pub fn tune(rows: &[StoredRow], policy: Option<&Policy>, opts: &TuneOptions) -> 
                             });
                         }
                     }
-                    ApprovalStep::Notified | ApprovalStep::Rejected | ApprovalStep::Cancelled => {}
+                    ApprovalStep::Notified
+                    | ApprovalStep::Rejected
+                    | ApprovalStep::Cancelled
+                    | ApprovalStep::Escalated => {}
                 }
             }
             _ => {}
