@@ -177,7 +177,8 @@ impl Notifier {
             .client
             .post(url)
             .timeout(self.retry.attempt_timeout)
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
             .send()
             .await
             .map_err(|e| error_chain(&e.without_url()))?;
