@@ -906,6 +906,14 @@ fn an_unanswered_request_escalates_to_fallback_reviewers_who_can_answer() {
     let second = delivery(&s, "/hook");
     assert_eq!(second.request_id, id);
     assert_eq!(reviewers(&second), ["bob"]);
+    let shown = s
+        .daemon
+        .json(&["approvals", "show", &id.to_string(), "--json"]);
+    assert_eq!(
+        shown["reviewers"],
+        serde_json::json!(["alice", "bob"]),
+        "{shown:#}"
+    );
     let bob = link_of(&second.json, "bob");
     let csrf = get(&s, &bob).hidden_input("csrf").unwrap();
     let answer = post_form(&s, &bob, &[("csrf", &csrf), ("decision", "approve")]);
@@ -915,12 +923,4 @@ fn an_unanswered_request_escalates_to_fallback_reviewers_who_can_answer() {
     let escalated = row(&rows, "escalated", "asked bob too");
     assert_eq!(escalated["event"]["reviewers"], serde_json::json!(["bob"]));
     assert_eq!(row(&rows, "approved", "")["event"]["by"], "bob");
-    let shown = s
-        .daemon
-        .json(&["approvals", "show", &id.to_string(), "--json"]);
-    assert_eq!(
-        shown["reviewers"],
-        serde_json::json!(["alice", "bob"]),
-        "{shown:#}"
-    );
 }
