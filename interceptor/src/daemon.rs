@@ -271,6 +271,43 @@ struct ExecGrant {
     by: String,
 }
 
+impl Pending {
+    /// The request `create_ask` stored for `view`, held since `held_at`, its decision row
+    /// committed as `seq`. Its notice is kept without the links (the reviewers' secrets).
+    /// No task, grant or exec grant yet: the caller sets what applies.
+    fn asked(
+        view: PendingView,
+        decision: DecisionAudit,
+        seq: u64,
+        asked: &review::Asked,
+        rule: Option<&crate::policy::Rule>,
+        held_at: Instant,
+        (timeout, on_timeout): (Duration, Action),
+    ) -> Self {
+        let mut notice = asked.notice.clone();
+        notice.links.iter_mut().for_each(|l| l.url.clear());
+        Pending {
+            view,
+            pidfd: None,
+            grant: None,
+            access: 0,
+            decision_seq: Some(seq),
+            decision,
+            held_at,
+            deadline: held_at + timeout,
+            timeout,
+            on_timeout,
+            reviewers: asked.reviewers.clone(),
+            notice,
+            needed: approvals_needed(rule),
+            approvals: Vec::new(),
+            grant_offer: asked.grant_offer,
+            exec_grant: None,
+            escalation: escalation_of(rule, held_at),
+        }
+    }
+}
+
 /// A closed request, kept so that a late answer is told why and recorded.
 struct Closed {
     why: String,
@@ -1009,10 +1046,7 @@ impl Daemon {
     /// Tracks the caller (by its peer pid) as agent `agent`.
     fn register(&self, agent: &str, peer: UCred) -> Result<Response, String> {
         validate_agent_name(agent)?;
-        let pid = peer_pid(peer)?;
-        let start_ticks = procfs::stat(pid)
-            .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?
-            .start_ticks;
+        let (pid, start_ticks) = peer_process(peer)?;
         if let Some(existing) = self.tracked_agent(pid, start_ticks) {
             // An agent cannot re-register to change its identity.
             let name = self.agent_name(existing);
@@ -1763,37 +1797,20 @@ impl Daemon {
             };
             info!(id, pid = view.pid, agent = %view.agent, path = %view.filename, access = ?view.access,
                   "open refused until approved: `interceptor approvals approve {id}` grants it, then the agent retries");
-            let mut notice = asked.notice.clone();
-            notice.links.iter_mut().for_each(|l| l.url.clear());
-            let now = Instant::now();
-            {
-                let mut state = daemon.state.lock().unwrap_or_else(|p| p.into_inner());
-                state.opening.retain(|g| *g != grant);
-                state.pending.insert(
-                    id,
-                    Pending {
-                        view,
-                        pidfd: None,
-                        grant: Some(grant),
-                        access,
-                        decision_seq: Some(seq),
-                        decision: decision.clone(),
-                        held_at: now,
-                        deadline: now + timeout,
-                        timeout,
-                        on_timeout,
-                        reviewers: asked.reviewers,
-                        notice,
-                        needed: approvals_needed(rule),
-                        approvals: Vec::new(),
-                        grant_offer: asked.grant_offer,
-                        exec_grant: None,
-                        escalation: escalation_of(rule, now),
-                    },
-                );
-            }
-            tokio::spawn(daemon.clone().watch_request(id));
-            daemon.notify(asked.notice, decision, Some(seq));
+            let mut pending = Pending::asked(
+                view,
+                decision,
+                seq,
+                &asked,
+                rule,
+                Instant::now(),
+                (timeout, on_timeout),
+            );
+            pending.grant = Some(grant);
+            pending.access = access;
+            daemon.start_request(id, pending, asked.notice);
+            // Pending from here on; until now `opening` kept retries from asking again.
+            done(&daemon);
         });
     }
 
@@ -2004,32 +2021,32 @@ impl Daemon {
               timeout_secs = timeout.as_secs(), %on_timeout, reviewers = ?asked.reviewers,
               "waiting for approval: `interceptor approvals approve {id}` or `interceptor approvals deny {id}`");
         let exec_grant = exec_grant_key(&view, rule);
-        let mut notice = asked.notice.clone();
-        notice.links.iter_mut().for_each(|l| l.url.clear());
-        lock(&self.state).pending.insert(
-            id,
-            Pending {
-                view,
-                pidfd: Some(pidfd),
-                grant: None,
-                access: 0,
-                decision_seq: Some(decision_seq),
-                decision: decision.clone(),
-                held_at: started,
-                deadline: started + timeout,
-                timeout,
-                on_timeout,
-                reviewers: asked.reviewers,
-                notice,
-                needed: approvals_needed(rule),
-                approvals: Vec::new(),
-                grant_offer: asked.grant_offer,
-                exec_grant,
-                escalation: escalation_of(rule, started),
-            },
+        let mut pending = Pending::asked(
+            view,
+            decision,
+            decision_seq,
+            &asked,
+            rule,
+            started,
+            (timeout, on_timeout),
         );
+        pending.pidfd = Some(pidfd);
+        pending.exec_grant = exec_grant;
+        self.start_request(id, pending, asked.notice);
+    }
+
+    /// A request from here on: pending, watched (deadline, escalation, task gone), and
+    /// sent to its reviewers (`notice`, with their links).
+    fn start_request(
+        self: &Arc<Self>,
+        id: u64,
+        pending: Pending,
+        notice: crate::approvals::Notice,
+    ) {
+        let (decision, seq) = (pending.decision.clone(), pending.decision_seq);
+        lock(&self.state).pending.insert(id, pending);
         tokio::spawn(self.clone().watch_request(id));
-        self.notify(asked.notice, decision, Some(decision_seq));
+        self.notify(notice, decision, seq);
     }
 
     fn rule_reason_by_name(&self, name: Option<&str>) -> Option<String> {
@@ -2606,6 +2623,16 @@ fn agent_id_for(agents: &mut Vec<String>, name: &str) -> u32 {
             agents.len() as u32
         }
     }
+}
+
+/// The caller's pid and start time (with the start time, a recycled pid is not mistaken
+/// for the caller).
+fn peer_process(peer: UCred) -> Result<(u32, u64), String> {
+    let pid = peer_pid(peer)?;
+    let start_ticks = procfs::stat(pid)
+        .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?
+        .start_ticks;
+    Ok((pid, start_ticks))
 }
 
 fn peer_pid(peer: UCred) -> Result<u32, String> {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac as _};
 use interceptor_integration::http::{self, HttpReply};
 use interceptor_integration::receiver::{self, Receiver};
-use interceptor_integration::{Daemon, Spawned, TestDir, fate, proc_state};
+use interceptor_integration::{Daemon, Spawned, TestDir, approval_steps, fate, proc_state};
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -201,24 +201,6 @@ fn post_form(s: &Setup, path: &str, fields: &[(&str, &str)]) -> HttpReply {
     .expect("POST")
 }
 
-/// The approval rows of request `id`, once there are at least `n`.
-fn approval_rows(daemon: &Daemon, id: u64, n: usize) -> Vec<Value> {
-    daemon.wait_for(&format!("{n} approval rows of request {id}"), || {
-        let rows: Vec<Value> = daemon
-            .audit_rows(&["--kind", "approval"])
-            .into_iter()
-            .filter(|r| r["event"]["request"] == id)
-            .collect();
-        (rows.len() >= n).then_some(rows)
-    })
-}
-
-fn steps(rows: &[Value]) -> Vec<String> {
-    rows.iter()
-        .map(|r| r["outcome"].as_str().unwrap_or("?").to_string())
-        .collect()
-}
-
 fn row<'a>(rows: &'a [Value], step: &str, detail_has: &str) -> &'a Value {
     rows.iter()
         .find(|r| {
@@ -351,7 +333,7 @@ fn webhook_carries_the_context_and_the_review_link_approves_only_by_post() {
     let unknown = get(&s, &format!("/r/{}", "A".repeat(43)));
     assert_eq!(unknown.status, 404);
 
-    let rows = approval_rows(&s.daemon, id, 7);
+    let rows = s.daemon.approval_rows(id, 7);
     let approved = row(&rows, "approved", "release window, checked");
     assert_eq!(approved["event"]["by"], "alice", "{approved:#}");
     assert_eq!(approved["event"]["channel"], "page");
@@ -415,7 +397,7 @@ fn deny_through_the_link_kills_and_a_timeout_refuses_the_late_click() {
         "denied: killed before its first instruction"
     );
     assert!(!marker.exists());
-    let rows = approval_rows(&s.daemon, id, 4);
+    let rows = s.daemon.approval_rows(id, 4);
     assert_eq!(row(&rows, "denied", "")["event"]["by"], "bob");
 
     // Nobody answers the next one: killed at the deadline; the click after it is refused.
@@ -433,8 +415,8 @@ fn deny_through_the_link_kills_and_a_timeout_refuses_the_late_click() {
         "{}",
         late.body
     );
-    let rows = approval_rows(&s.daemon, id, 5);
-    assert!(steps(&rows).contains(&"expired".to_string()), "{rows:#?}");
+    let rows = s.daemon.approval_rows(id, 5);
+    assert!(approval_steps(&rows).contains(&"expired"), "{rows:#?}");
     let refused = row(&rows, "rejected", "late answer refused");
     assert_eq!(refused["event"]["by"], "alice");
 }
@@ -615,7 +597,7 @@ fn slack_clicks_decide_only_when_signed_fresh_first_and_from_a_reviewer() {
     assert_eq!(replay.status, 401);
     assert!(replay.body.contains("replayed"));
 
-    let rows = approval_rows(&s.daemon, id, 4);
+    let rows = s.daemon.approval_rows(id, 4);
     let approved = row(&rows, "approved", "");
     assert_eq!(
         (
@@ -699,7 +681,7 @@ fn the_control_socket_answers_only_configured_reviewers_outside_agents() {
         "--json",
     ]);
     assert_eq!(fate(agent.finish().0), "exit:0");
-    let rows = approval_rows(&s.daemon, id, 4);
+    let rows = s.daemon.approval_rows(id, 4);
     let approved = row(&rows, "approved", "on call ok");
     assert_eq!(
         (
@@ -767,8 +749,8 @@ fn pending_requests_survive_a_daemon_restart_with_their_links_and_deadlines() {
     );
     assert!(!quick_marker.exists());
     assert!(quick_held.elapsed() < Duration::from_secs(30));
-    let rows = approval_rows(&s.daemon, quick_id, 2);
-    assert!(steps(&rows).contains(&"expired".to_string()), "{rows:#?}");
+    let rows = s.daemon.approval_rows(quick_id, 2);
+    assert!(approval_steps(&rows).contains(&"expired"), "{rows:#?}");
 }
 
 #[test]
@@ -812,7 +794,7 @@ fn a_quorum_rule_waits_for_two_different_reviewers_and_one_denial_ends_it() {
     let answer = post_form(&s, &bob, &[("csrf", &csrf), ("decision", "approve")]);
     assert_eq!(answer.outcome(), Some("approved"), "{}", answer.body);
     assert_eq!(fate(agent.finish().0), "exit:0");
-    let rows = approval_rows(&s.daemon, id, 4);
+    let rows = s.daemon.approval_rows(id, 4);
     row(&rows, "approved", "approval 1 of 2");
     row(&rows, "approved", "quorum of 2 reached: alice, bob");
 
@@ -919,7 +901,7 @@ fn an_unanswered_request_escalates_to_fallback_reviewers_who_can_answer() {
     let answer = post_form(&s, &bob, &[("csrf", &csrf), ("decision", "approve")]);
     assert_eq!(answer.outcome(), Some("approved"), "{}", answer.body);
     assert_eq!(fate(agent.finish().0), "exit:0");
-    let rows = approval_rows(&s.daemon, id, 5);
+    let rows = s.daemon.approval_rows(id, 5);
     let escalated = row(&rows, "escalated", "asked bob too");
     assert_eq!(escalated["event"]["reviewers"], serde_json::json!(["bob"]));
     assert_eq!(row(&rows, "approved", "")["event"]["by"], "bob");

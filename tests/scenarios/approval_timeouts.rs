@@ -4,26 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use interceptor_integration::{Daemon, Spawned, TestDir, fate, proc_state};
-use serde_json::Value;
-
-/// The approval rows of request `id`, oldest first, once there are at least `n`.
-fn approval_rows(daemon: &Daemon, id: u64, n: usize) -> Vec<Value> {
-    daemon.wait_for(&format!("{n} approval rows of request {id}"), || {
-        let rows: Vec<Value> = daemon
-            .audit_rows(&["--kind", "approval"])
-            .into_iter()
-            .filter(|r| r["event"]["request"] == id)
-            .collect();
-        (rows.len() >= n).then_some(rows)
-    })
-}
-
-fn steps(rows: &[Value]) -> Vec<&str> {
-    rows.iter()
-        .map(|r| r["outcome"].as_str().unwrap_or("?"))
-        .collect()
-}
+use interceptor_integration::{Daemon, Spawned, TestDir, approval_steps, fate, proc_state};
 
 fn ask_policy(dir: &TestDir, binary: &std::path::Path, on_timeout: &str) {
     std::fs::write(
@@ -82,9 +63,9 @@ fn an_unanswered_request_is_denied_at_its_deadline_and_a_late_answer_is_refused(
         "{stderr}"
     );
 
-    let rows = approval_rows(&daemon, id, 3);
+    let rows = daemon.approval_rows(id, 3);
     assert_eq!(
-        steps(&rows),
+        approval_steps(&rows),
         ["requested", "expired", "rejected"],
         "{rows:#?}"
     );
@@ -113,8 +94,8 @@ fn on_timeout_allow_resumes_the_task_after_recording_it() {
     let (status, _) = agent.finish();
     assert_eq!(fate(status), "exit:0", "on_timeout = allow lets it run");
     assert!(marker.exists(), "the program ran");
-    let rows = approval_rows(&daemon, id, 2);
-    assert_eq!(steps(&rows), ["requested", "expired"], "{rows:#?}");
+    let rows = daemon.approval_rows(id, 2);
+    assert_eq!(approval_steps(&rows), ["requested", "expired"], "{rows:#?}");
     let decisions = daemon.audit_rows(&["--kind", "decision", "--rule", "slow-review"]);
     let last = decisions.last().expect("a closing decision");
     assert_eq!(
@@ -137,8 +118,12 @@ fn a_held_task_killed_by_someone_else_cancels_its_request() {
     let (status, _) = agent.finish();
     assert_eq!(fate(status), "signal:9");
 
-    let rows = approval_rows(&daemon, id, 2);
-    assert_eq!(steps(&rows), ["requested", "cancelled"], "{rows:#?}");
+    let rows = daemon.approval_rows(id, 2);
+    assert_eq!(
+        approval_steps(&rows),
+        ["requested", "cancelled"],
+        "{rows:#?}"
+    );
     let list = daemon.json(&["approvals", "list", "--json"]);
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
     let late = daemon.cli(&["approvals", "deny", &id.to_string()]);

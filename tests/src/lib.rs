@@ -341,6 +341,18 @@ impl Daemon {
         }
     }
 
+    /// The approval rows of request `id`, oldest first, once there are at least `n`.
+    pub fn approval_rows(&self, id: u64, n: usize) -> Vec<Value> {
+        self.wait_for(&format!("{n} approval rows of request {id}"), || {
+            let rows: Vec<Value> = self
+                .audit_rows(&["--kind", "approval"])
+                .into_iter()
+                .filter(|r| r["event"]["request"] == id)
+                .collect();
+            (rows.len() >= n).then_some(rows)
+        })
+    }
+
     /// Waits until a row matching `filters` and `pred` is in the audit log; returns it.
     pub fn wait_audit(&self, what: &str, filters: &[&str], pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for(what, || {
@@ -571,6 +583,13 @@ pub fn in_cgroup(cmd: &mut Command, dir: &Path) {
 pub fn proc_state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// The steps (`requested`, `notified`, `approved`, ...) of approval rows, in order.
+pub fn approval_steps(rows: &[Value]) -> Vec<&str> {
+    rows.iter()
+        .map(|r| r["outcome"].as_str().unwrap_or("?"))
+        .collect()
 }
 
 /// The value of a `key=value` line in probe output.

@@ -230,14 +230,7 @@ impl ApprovalStore {
             .await?
             .try_get(0)?;
             let id = id as u64;
-            for (hash, reviewer) in tokens {
-                sqlx::query("INSERT INTO token (hash, request, reviewer) VALUES (?, ?, ?)")
-                    .bind(hash.to_vec())
-                    .bind(id as i64)
-                    .bind(reviewer)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            insert_tokens(&mut conn, id, tokens).await?;
             sqlx::query("UPDATE request SET notice = ? WHERE id = ?")
                 .bind(notice(id))
                 .bind(id as i64)
@@ -256,18 +249,10 @@ impl ApprovalStore {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result: Result<bool, StoreError> = async {
-            if let Some(hash) = closing.token {
-                let used = sqlx::query(
-                    "UPDATE token SET used_ms = ? WHERE hash = ? AND request = ? AND used_ms IS NULL",
-                )
-                .bind(closing.now_ms as i64)
-                .bind(hash.to_vec())
-                .bind(id as i64)
-                .execute(&mut *conn)
-                .await?;
-                if used.rows_affected() != 1 {
-                    return Ok(false);
-                }
+            if let Some(hash) = &closing.token
+                && !mark_used(&mut conn, id, hash, closing.now_ms).await?
+            {
+                return Ok(false);
             }
             let closed = sqlx::query(
                 "UPDATE request SET state = ?, decided_by = ?, decided_ms = ?, channel = ?, comment = ?
@@ -312,14 +297,7 @@ impl ApprovalStore {
             if !pending {
                 return Ok(false);
             }
-            for (hash, reviewer) in tokens {
-                sqlx::query("INSERT INTO token (hash, request, reviewer) VALUES (?, ?, ?)")
-                    .bind(hash.to_vec())
-                    .bind(id as i64)
-                    .bind(reviewer)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            insert_tokens(&mut conn, id, tokens).await?;
             Ok(true)
         }
         .await;
@@ -340,15 +318,8 @@ impl ApprovalStore {
         hash: &TokenHash,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        let used = sqlx::query(
-            "UPDATE token SET used_ms = ? WHERE hash = ? AND request = ? AND used_ms IS NULL",
-        )
-        .bind(now_ms as i64)
-        .bind(hash.to_vec())
-        .bind(id as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(used.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        mark_used(&mut conn, id, hash, now_ms).await
     }
 
     /// The token with this hash, with its request.
@@ -409,6 +380,42 @@ fn request_of(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRequest, StoreError
         notice: row.try_get("notice")?,
         decided_by: row.try_get("decided_by")?,
     })
+}
+
+/// Stores request `id`'s review tokens (hashes) with their reviewers.
+async fn insert_tokens(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    id: u64,
+    tokens: &[(TokenHash, String)],
+) -> Result<(), StoreError> {
+    for (hash, reviewer) in tokens {
+        sqlx::query("INSERT INTO token (hash, request, reviewer) VALUES (?, ?, ?)")
+            .bind(hash.to_vec())
+            .bind(id as i64)
+            .bind(reviewer)
+            .execute(&mut **conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Marks request `id`'s token `hash` used; `false` when it was used already or is not
+/// this request's.
+async fn mark_used(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    id: u64,
+    hash: &TokenHash,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let used = sqlx::query(
+        "UPDATE token SET used_ms = ? WHERE hash = ? AND request = ? AND used_ms IS NULL",
+    )
+    .bind(now_ms as i64)
+    .bind(hash.to_vec())
+    .bind(id as i64)
+    .execute(&mut **conn)
+    .await?;
+    Ok(used.rows_affected() == 1)
 }
 
 /// COMMIT on success, ROLLBACK on error (driven by hand: a failed COMMIT must not leave

@@ -199,15 +199,13 @@ impl Daemon {
                 added.join(", ")
             )
         });
-        let mut tokens = Vec::with_capacity(added.len());
-        for reviewer in &added {
-            match Token::generate() {
-                Ok(token) => tokens.push((reviewer.clone(), token)),
-                Err(e) => error!(id, error = %e, "escalation: no review token"),
+        let (tokens, hashes) = match issue_tokens(&added) {
+            Ok(issued) => issued,
+            Err(e) => {
+                error!(id, error = %e, "escalation: no review tokens");
+                return;
             }
-        }
-        let hashes: Vec<(TokenHash, String)> =
-            tokens.iter().map(|(r, t)| (t.hash(), r.clone())).collect();
+        };
         if !tokens.is_empty() {
             match self.approvals.store.add_tokens(id, &hashes).await {
                 Ok(true) => {}
@@ -241,16 +239,7 @@ impl Daemon {
         if added.is_empty() {
             return;
         }
-        notice.links = match &self.approvals.base_url {
-            Some(base) => tokens
-                .iter()
-                .map(|(reviewer, token)| ReviewLink {
-                    reviewer: reviewer.clone(),
-                    url: format!("{base}/r/{}", token.as_str()),
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        notice.links = self.review_links(&tokens);
         self.notify(notice, decision, seq);
     }
 
@@ -259,13 +248,7 @@ impl Daemon {
     pub(super) async fn create_ask(&self, ask: NewAsk<'_>) -> Result<Asked, String> {
         let active = self.active();
         let reviewers = self.request_reviewers(&active.policy, ask.rule);
-        let mut tokens = Vec::with_capacity(reviewers.len());
-        for reviewer in &reviewers {
-            let token = Token::generate().map_err(|e| format!("review token: {e}"))?;
-            tokens.push((reviewer.clone(), token));
-        }
-        let hashes: Vec<(TokenHash, String)> =
-            tokens.iter().map(|(r, t)| (t.hash(), r.clone())).collect();
+        let (tokens, hashes) = issue_tokens(&reviewers)?;
         let now = now_ms();
         let deadline_ms = now.saturating_add(ask.timeout.as_millis() as u64);
         let grant_offer = ask.rule.and_then(|r| r.grant.as_ref()).map(|g| GrantOffer {
@@ -330,22 +313,28 @@ impl Daemon {
             .await
             .map_err(|e| format!("approval store: {e}"))?;
         notice.id = id;
-        notice.links = match &self.approvals.base_url {
-            Some(base) => tokens
-                .iter()
-                .map(|(reviewer, token)| ReviewLink {
-                    reviewer: reviewer.clone(),
-                    url: format!("{base}/r/{}", token.as_str()),
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        notice.links = self.review_links(&tokens);
         Ok(Asked {
             id,
             reviewers,
             notice,
             grant_offer,
         })
+    }
+
+    /// Each reviewer's personal link for their token (none without a listener or
+    /// `public_url`).
+    fn review_links(&self, tokens: &[(String, Token)]) -> Vec<ReviewLink> {
+        let Some(base) = &self.approvals.base_url else {
+            return Vec::new();
+        };
+        tokens
+            .iter()
+            .map(|(reviewer, token)| ReviewLink {
+                reviewer: reviewer.clone(),
+                url: format!("{base}/r/{}", token.as_str()),
+            })
+            .collect()
     }
 
     /// Sends the notice on every configured channel, concurrently, recording one
@@ -394,10 +383,7 @@ impl Daemon {
     /// The configured reviewer a control-socket caller acts as. Refuses callers inside an
     /// agent's process tree and uids no reviewer has.
     pub(super) fn authorize_reviewer(&self, peer: UCred) -> Result<String, String> {
-        let pid = peer_pid(peer)?;
-        let start_ticks = procfs::stat(pid)
-            .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?
-            .start_ticks;
+        let (pid, start_ticks) = peer_process(peer)?;
         if let Some(agent_id) = self.tracked_agent(pid, start_ticks) {
             let agent = self.agent_name(agent_id);
             warn!(pid, agent = %agent, "refused a control request from inside an agent's process tree");
@@ -1267,10 +1253,7 @@ impl Daemon {
     /// `interceptor context --rationale TEXT` from inside an agent: kept for the agent's
     /// next requests, shown as the agent's own (unverified) words.
     pub(super) fn set_context(&self, rationale: &str, peer: UCred) -> Result<Response, String> {
-        let pid = peer_pid(peer)?;
-        let start_ticks = procfs::stat(pid)
-            .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?
-            .start_ticks;
+        let (pid, start_ticks) = peer_process(peer)?;
         let Some(agent_id) = self.tracked_agent(pid, start_ticks) else {
             return Err(format!(
                 "the caller (pid {pid}) is not an agent: context is set from inside an agent's process tree"
@@ -1299,6 +1282,19 @@ impl Daemon {
     pub(super) fn rationale_for(&self, agent: &str) -> Option<String> {
         lock(&self.state).rationales.get(agent).cloned()
     }
+}
+
+/// A fresh review token per reviewer, and the (hash, reviewer) pairs the store keeps.
+type Issued = (Vec<(String, Token)>, Vec<(TokenHash, String)>);
+
+fn issue_tokens(reviewers: &[String]) -> Result<Issued, String> {
+    let mut tokens = Vec::with_capacity(reviewers.len());
+    for reviewer in reviewers {
+        let token = Token::generate().map_err(|e| format!("review token: {e}"))?;
+        tokens.push((reviewer.clone(), token));
+    }
+    let hashes = tokens.iter().map(|(r, t)| (t.hash(), r.clone())).collect();
+    Ok((tokens, hashes))
 }
 
 /// The longest rationale an agent may attach.
