@@ -209,7 +209,9 @@ impl CompiledPolicy {
 
 struct Candidate {
     rule_id: u32,
-    /// For a monitor candidate: the would-be action.
+    /// The rule's action: what the kernel enforces for a kernel-decided rule, the
+    /// strictest verdict userspace may reach for a userspace-decided one (whose entry holds
+    /// as `ask`), the would-be action for a monitor rule.
     action: Action,
     decided_by: DecidedBy,
     path: String,
@@ -270,11 +272,7 @@ pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
                     };
                     let candidate = Candidate {
                         rule_id,
-                        action: if decided_by == DecidedBy::Kernel || monitor {
-                            rule.action
-                        } else {
-                            Action::Ask
-                        },
+                        action: rule.action,
                         decided_by,
                         path: path.clone(),
                         monitor,

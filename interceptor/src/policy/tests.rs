@@ -296,6 +296,7 @@ fn argv_rules_make_the_kernel_hold_for_userspace_and_never_weaken_it() {
     let git = dir.file("git");
     let psql = dir.file("psql");
     let shred = dir.file("shred");
+    let curl = dir.file("curl");
     let text = format!(
         r#"
 version = 1
@@ -332,6 +333,17 @@ operation = "exec"
 binary = "{shred}"
 any_arg = ["-v"]
 action = "ask"
+[[rule]]
+name = "curl-upload-denied"
+operation = "exec"
+binary = "{curl}"
+any_arg = ["--upload-file"]
+action = "deny"
+[[rule]]
+name = "curl-asks"
+operation = "exec"
+binary = "{curl}"
+action = "ask"
 "#
     );
     let policy = Policy::parse(&text, "p.toml").unwrap();
@@ -366,6 +378,14 @@ action = "ask"
         (Action::Deny, DecidedBy::Kernel),
         "deny in the kernel stays deny"
     );
+    let curl_entry = entry(&curl);
+    assert_eq!(
+        (curl_entry.action, curl_entry.decided_by, curl_entry.rule_id),
+        (Action::Ask, DecidedBy::Userspace, 7),
+        "a kernel ask that an argv rule could turn into deny is held for userspace"
+    );
+    let d = policy.evaluate_exec(&exec(&curl, &["curl", "--upload-file", "x"]));
+    assert_eq!(d.action, Action::Deny);
     assert!(compiled.exec_fallback.is_none());
 
     // Userspace answers the held exec without a human when the answer is not ask.
@@ -892,7 +912,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// The kernel fast path never decides less strictly than the policy: a kernel-decided
     /// entry equals the userspace decision for any argv, and a binary without an entry
