@@ -357,6 +357,9 @@ pub struct ExecRule {
 
 const _: () = assert!(core::mem::size_of::<ExecRule>() == 8);
 
+/// `EXEC_FALLBACK` key that stands for every agent (agent ids start at 1).
+pub const EVERY_AGENT: u32 = 0;
+
 /// Value of the `TRACKED` map (keyed by tgid): this process is an agent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

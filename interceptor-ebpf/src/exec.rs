@@ -21,8 +21,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use interceptor_common::{
-    ARGV_MAX, EXEC_PATH_MAX, EventKind, ExecEvent, ExecPath, ExecRule, FILENAME_MAX, InodeKey,
-    Verdict, counters, exec_flags,
+    ARGV_MAX, EVERY_AGENT, EXEC_PATH_MAX, EventKind, ExecEvent, ExecPath, ExecRule, FILENAME_MAX,
+    InodeKey, Verdict, counters, exec_flags,
 };
 
 use crate::{
@@ -30,7 +30,10 @@ use crate::{
         agent_of, audit_down, current_task, current_tgid, daemon_alive, file_identity, offsets,
         parent_tgid, process_start, read,
     },
-    maps::{EVENTS, EXEC_PATHS, EXEC_RULES, EXEC_SCRATCH, HELD, count, record_hold, submit_flags},
+    maps::{
+        EVENTS, EXEC_FALLBACK, EXEC_PATHS, EXEC_RULES, EXEC_SCRATCH, HELD, count, record_hold,
+        submit_flags,
+    },
 };
 
 /// The verdict of a binary no rule names.
@@ -68,7 +71,9 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
     let file: *const u8 =
         unsafe { *(bprm.wrapping_add(offsets().bprm_file as usize) as *const *const u8) };
     let binary = file_identity(file).unwrap_or(InodeKey { dev: 0, ino: 0 });
-    let rule = exec_rule(&binary).unwrap_or(ALLOW);
+    let named = exec_rule(&binary);
+    let judged_in_userspace = named.is_none() && fallback(agent_id);
+    let rule = named.unwrap_or(ALLOW);
     let resolved = resolve_path(file);
     let mut flags = exec_flags::DENIED | exec_flags::ARGV_UNAVAILABLE;
     let nameless = nlink_of(file).unwrap_or(0) == 0;
@@ -80,7 +85,7 @@ pub fn exec_bprm_check_security(ctx: LsmContext) -> i32 {
         flags |= exec_flags::AUDIT_DOWN;
         count(counters::AUDIT_DOWN_DENIED);
     } else if rule.verdict != Verdict::Deny as u32 {
-        let needs_daemon = rule.verdict == Verdict::Ask as u32 || nameless;
+        let needs_daemon = rule.verdict == Verdict::Ask as u32 || nameless || judged_in_userspace;
         if !needs_daemon || daemon_alive() {
             // sched_process_exec reports the path; bpf_d_path is not allowed there.
             if let Some(resolved) = resolved {
@@ -280,9 +285,15 @@ pub fn exec_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     };
     let file = file_of(bprm);
     let binary = file_identity(file).unwrap_or(InodeKey { dev: 0, ino: 0 });
-    let mut rule = exec_rule(&binary).unwrap_or(ALLOW);
+    let named = exec_rule(&binary);
+    let mut rule = named.unwrap_or(ALLOW);
 
     let mut flags = 0;
+    // No rule names this binary, but the policy names programs the kernel cannot (globs,
+    // basenames) or asks by default: held so the daemon judges it with the whole policy.
+    if named.is_none() && fallback(agent_id) {
+        flags |= exec_flags::USERSPACE_DECIDES;
+    }
     // A binary with no name cannot be named by a rule (memfd, or unlinked after open): it
     // is asked at least. An unreadable link count counts as unlinked.
     if nlink_of(file).unwrap_or(0) == 0 {
@@ -370,6 +381,13 @@ fn file_of(bprm: *const u8) -> *const u8 {
 #[inline(always)]
 fn name_of(bprm: *const u8) -> *const u8 {
     read(bprm, offsets().bprm_filename).unwrap_or(core::ptr::null())
+}
+
+/// Whether the execs of `agent_id` that no `EXEC_RULES` entry names are judged in userspace.
+#[inline(always)]
+fn fallback(agent_id: u32) -> bool {
+    // SAFETY: only the presence of the entries is read.
+    unsafe { EXEC_FALLBACK.get(&EVERY_AGENT).is_some() || EXEC_FALLBACK.get(&agent_id).is_some() }
 }
 
 #[inline(always)]

@@ -39,6 +39,13 @@ pub static HELD: HashMap<u32, HeldTask> = HashMap::pinned(4_096, 0);
 #[map]
 pub static EXEC_RULES: HashMap<InodeKey, ExecRule> = HashMap::pinned(4_096, 0);
 
+/// Agents (by id, or [`interceptor_common::EVERY_AGENT`]) whose execs of binaries with no
+/// `EXEC_RULES` entry are held for the daemon, which judges them with the whole policy: the
+/// policy names programs by glob or basename, or its default exec action is `ask` or `deny`.
+/// The value is unused (1).
+#[map]
+pub static EXEC_FALLBACK: HashMap<u32, u32> = HashMap::pinned(1_024, 0);
+
 /// Open rules by the file's identity (device, inode): every name of the file.
 #[map]
 pub static OPEN_INODES: HashMap<InodeKey, OpenRule> = HashMap::pinned(4_096, 0);

@@ -509,7 +509,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command_::Policy(command) => crate::policy::cli::run(command),
+        Command_::Policy(command) => crate::policy::cli::run(command, &cli.socket),
         Command_::Audit(args) => crate::audit::cli::run(args),
         Command_::Doctor {
             pin_dir,

@@ -59,6 +59,8 @@ pub enum Request {
     ListGrants,
     /// Ends a grant now.
     RevokeGrant { id: String },
+    /// The policy in force and the kernel entries it installed, read back from the maps.
+    ActivePolicy,
 }
 
 /// The daemon's answer.
@@ -101,9 +103,51 @@ pub enum Response {
     Events {
         events: Vec<ExecRecord>,
     },
+    ActivePolicy(Box<ActivePolicyView>),
     Error {
         message: String,
     },
+}
+
+/// The policy a running daemon enforces, with its kernel entries as the maps hold them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivePolicyView {
+    /// The policy file, or `built-in default`.
+    pub origin: String,
+    /// SHA-256 of the policy in force.
+    pub policy_version: String,
+    /// The last reload's outcome, if there was one.
+    pub last_reload: Option<String>,
+    /// `EXEC_RULES`, by binary identity.
+    pub exec: Vec<KernelExecEntry>,
+    /// `EXEC_FALLBACK` is set: every agent exec no entry names is held for the daemon.
+    pub exec_fallback: bool,
+    /// `OPEN_INODES` and `OPEN_PATHS`.
+    pub open: Vec<KernelOpenEntry>,
+}
+
+/// One `EXEC_RULES` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelExecEntry {
+    pub dev: u64,
+    pub ino: u64,
+    /// The path the policy named for this binary (absent for an entry the policy in force
+    /// did not write).
+    pub path: Option<String>,
+    pub verdict: String,
+    pub rule: Option<String>,
+}
+
+/// One `OPEN_INODES` or `OPEN_PATHS` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelOpenEntry {
+    /// `inode`, `exact` or `prefix`.
+    pub matches: String,
+    /// `dev:ino`, or the path (a prefix ends where the kernel's match ends).
+    pub target: String,
+    pub verdict: String,
+    pub access: Vec<String>,
+    pub rule: Option<String>,
 }
 
 /// What a reviewer decided.

@@ -181,6 +181,7 @@ struct KernelMaps {
     agent_names: BpfHashMap<MapData, u32, AgentName>,
     grants: BpfHashMap<MapData, GrantKey, Grant>,
     exec_rules: BpfHashMap<MapData, InodeKey, ExecRule>,
+    exec_fallback: BpfHashMap<MapData, u32, u32>,
     open_inodes: BpfHashMap<MapData, InodeKey, OpenRule>,
     open_paths: LpmTrie<MapData, [u8; RULE_PATH_MAX], OpenRule>,
 }
@@ -194,8 +195,13 @@ struct ActivePolicy {
     open_rules: Vec<OpenRuleSpec>,
     /// Binaries whose held execs the policy decides in userspace (argv-level rules).
     userspace_exec: Vec<InodeKey>,
+    /// The path the policy named for each exec entry.
+    exec_paths: Vec<(InodeKey, String)>,
     unresolved: Vec<(String, String)>,
     exec_entries: usize,
+    /// Monitor rules name programs by glob or basename: every reported agent exec is
+    /// judged in userspace for their would-be decisions (after the fact, never held).
+    monitors_reported_execs: bool,
 }
 
 impl ActivePolicy {
@@ -208,8 +214,10 @@ impl ActivePolicy {
             policy,
             open_rules: Vec::new(),
             userspace_exec: Vec::new(),
+            exec_paths: Vec::new(),
             unresolved: Vec::new(),
             exec_entries: 0,
+            monitors_reported_execs: false,
         }
     }
 }
@@ -509,6 +517,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             agent_names,
             grants: take_map(&mut ebpf, "GRANTS")?,
             exec_rules: take_map(&mut ebpf, "EXEC_RULES")?,
+            exec_fallback: take_map(&mut ebpf, "EXEC_FALLBACK")?,
             open_inodes: take_map(&mut ebpf, "OPEN_INODES")?,
             open_paths: take_map(&mut ebpf, "OPEN_PATHS")?,
         }),
@@ -1032,6 +1041,9 @@ impl Daemon {
                     events: state.events.iter().skip(skip).cloned().collect(),
                 }
             }),
+            Request::ActivePolicy => self
+                .authorize_reviewer(peer)
+                .map(|_| Response::ActivePolicy(Box::new(self.active_policy_view()))),
             Request::ListGrants => self.authorize_reviewer(peer).map(|_| Response::Grants {
                 grants: self.grant_views(),
             }),
@@ -2070,10 +2082,22 @@ impl Daemon {
     /// Queues the rows of a kernel event: its observation and, if the kernel decided it
     /// alone, the decision. Never waits: a full queue drops the rows and counts them.
     fn observe(&self, record: &ExecRecord) {
+        let active = self.active();
         let mut rows = vec![journal::observation(record)];
-        if let Some(decision) = journal::kernel_decision(record, &self.active().policy) {
+        if let Some(decision) = journal::kernel_decision(record, &active.policy) {
             self.count_decision(&decision);
             rows.push(AuditEvent::Decision(decision));
+        } else if active.monitors_reported_execs
+            && record.kind == "exec"
+            && !record.held
+            && !record.denied
+        {
+            let verdict = active
+                .policy
+                .evaluate_exec(&exec_context(record, &record.argv));
+            if let Some(shadow) = journal::reported_exec_shadow(record, &active.policy, &verdict) {
+                rows.push(AuditEvent::Decision(shadow));
+            }
         }
         for row in rows {
             if let Err(e) = self.audit.try_record(row) {
@@ -2279,9 +2303,33 @@ impl Daemon {
                 )
             })
             .collect();
+        // Every agent: a rule's agents are selected by uid, cgroup or launched name, which
+        // the kernel's agent ids do not capture, so narrowing the fallback could miss one.
+        let fallback: Vec<u32> = compiled
+            .exec_fallback
+            .iter()
+            .map(|_| interceptor_common::EVERY_AGENT)
+            .collect();
         {
             let mut kernel = lock(&self.kernel);
+            // The fallback of the new policy is in place before its exec entries replace the
+            // old ones, and the old fallback goes only after them: a rule moving between an
+            // inode entry and a glob is enforced throughout.
+            for agent_id in &fallback {
+                kernel
+                    .exec_fallback
+                    .insert(agent_id, 1, 0)
+                    .map_err(|source| DaemonError::Map {
+                        name: "EXEC_FALLBACK",
+                        source,
+                    })?;
+            }
             sync_map(&mut kernel.exec_rules, "EXEC_RULES", exec_entries.clone())?;
+            sync_map(
+                &mut kernel.exec_fallback,
+                "EXEC_FALLBACK",
+                fallback.iter().map(|&id| (id, 1)).collect(),
+            )?;
             sync_map(
                 &mut kernel.open_inodes,
                 "OPEN_INODES",
@@ -2297,12 +2345,12 @@ impl Daemon {
         }
         // Say exactly what the kernel cannot enforce; never imply enforcement that does not happen.
         if !compiled.monitored_in_userspace.is_empty() {
-            warn!(rules = ?compiled.monitored_in_userspace,
-                  "monitor rules naming programs by glob or basename need every exec judged in userspace, which this daemon does not do yet: their would-be decisions are NOT recorded");
+            info!(rules = ?compiled.monitored_in_userspace,
+                  "monitor rules naming programs by glob or basename: every reported agent exec is judged in userspace after the fact for their would-be decisions (never held)");
         }
         if let Some(fallback) = &compiled.exec_fallback {
-            warn!(because = ?fallback.because,
-                  "these exec rules (binary globs, basenames, default exec action) need every exec judged in userspace, which this daemon does not do yet: they are NOT enforced");
+            info!(because = ?fallback.because,
+                  "exec rules the kernel cannot match by inode (binary globs, basenames, default exec action): every agent exec that no inode entry names is held for the daemon, which judges it with the whole policy");
         }
         for entry in compiled
             .open
@@ -2325,11 +2373,78 @@ impl Daemon {
                 .collect(),
             unresolved: compiled.unresolved.clone(),
             exec_entries: exec_entries.len(),
+            monitors_reported_execs: !compiled.monitored_in_userspace.is_empty(),
+            exec_paths: compiled
+                .exec
+                .iter()
+                .map(|e| (e.key, e.path.clone()))
+                .collect(),
             open_rules: open_specs,
             policy,
         });
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
         Ok(active)
+    }
+
+    /// The policy in force and what the kernel's maps hold for it, read back from the maps
+    /// (not from the compiler), so that a lapse between the two would show.
+    fn active_policy_view(&self) -> crate::control::ActivePolicyView {
+        let active = self.active();
+        let rule = |id: u32| rule_name_in(&active.policy, &active.open_rules, id, 0);
+        let kernel = lock(&self.kernel);
+        let mut exec: Vec<crate::control::KernelExecEntry> = kernel
+            .exec_rules
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, value)| crate::control::KernelExecEntry {
+                dev: key.dev,
+                ino: key.ino,
+                path: active
+                    .exec_paths
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, p)| p.clone()),
+                verdict: verdict_name(value.verdict).to_string(),
+                rule: rule(value.rule_id),
+            })
+            .collect();
+        exec.sort_by(|a, b| (&a.path, a.dev, a.ino).cmp(&(&b.path, b.dev, b.ino)));
+        let open_entry =
+            |matches: &str, target: String, value: &OpenRule| crate::control::KernelOpenEntry {
+                matches: matches.to_string(),
+                target,
+                verdict: verdict_name(value.verdict).to_string(),
+                access: open_rules::access_names(value.access),
+                rule: rule(value.rule_id),
+            };
+        let mut open: Vec<crate::control::KernelOpenEntry> = kernel
+            .open_inodes
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, value)| open_entry("inode", format!("{}:{}", key.dev, key.ino), &value))
+            .collect();
+        for (key, value) in kernel.open_paths.iter().filter_map(Result::ok) {
+            let bytes = (key.prefix_len() / 8) as usize;
+            let data = key.data();
+            let path = &data[..bytes.min(data.len())];
+            let (matches, path) = match path.strip_suffix(&[0]) {
+                Some(exact) => ("exact", exact),
+                None => ("prefix", path),
+            };
+            open.push(open_entry(
+                matches,
+                String::from_utf8_lossy(path).into_owned(),
+                &value,
+            ));
+        }
+        crate::control::ActivePolicyView {
+            origin: self.policy_origin.clone(),
+            policy_version: active.version.clone(),
+            last_reload: lock(&self.last_reload).clone(),
+            exec,
+            exec_fallback: kernel.exec_fallback.keys().next().is_some(),
+            open,
+        }
     }
 
     /// Re-reads the policy file; a file that does not parse, validate or compile is rejected

@@ -228,6 +228,23 @@ fn base_decision(record: &ExecRecord, policy: &Policy, controls: Vec<String>) ->
     }
 }
 
+/// The would-be decision of a monitor rule the kernel cannot match (a program by glob or
+/// basename) on an exec that ran unheld, judged after the fact on what the event and /proc
+/// show; `None` when no monitor rule is stricter than what was enforced.
+pub fn reported_exec_shadow(
+    record: &ExecRecord,
+    policy: &Policy,
+    verdict: &crate::policy::Decision,
+) -> Option<DecisionAudit> {
+    let shadow = verdict.shadow.as_ref()?;
+    let enforced = DecisionAudit {
+        matched_rules: verdict.matched.iter().map(|m| m.name.clone()).collect(),
+        decided_by: DecidedBy::Policy,
+        ..base_decision(record, policy, Vec::new())
+    };
+    Some(shadow_decision(&enforced, shadow))
+}
+
 /// The shadow-mode row beside an enforced decision: what a monitor rule would have done.
 pub fn shadow_decision(enforced: &DecisionAudit, shadow: &crate::policy::Shadow) -> DecisionAudit {
     DecisionAudit {

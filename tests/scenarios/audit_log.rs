@@ -589,3 +589,57 @@ controls = ["SOC2:CC6.1"]
     assert_eq!(rule["would_ask"], 3, "{rule}");
     assert_eq!(rule["asked"], 0, "{rule}");
 }
+
+/// A monitor rule naming its program by basename has no kernel entry: the daemon judges
+/// every reported agent exec after the fact and records the would-be decision, never holding
+/// the exec (and never recording one for a program the rule does not name).
+#[test]
+fn shadow_mode_by_basename_is_judged_on_every_reported_exec() {
+    let dir = TestDir::new("audit-shadow-basename");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let exporter = dir.probe_copy("bin/nightly-export");
+    let other = dir.probe_copy("bin/other-tool");
+    std::fs::write(
+        dir.join("policy.toml"),
+        r#"version = 1
+
+[[rule]]
+name = "exports-by-name-watch"
+operation = "exec"
+basename = "nightly-export"
+action = "deny"
+mode = "monitor"
+"#,
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    for program in [&exporter, &other] {
+        let (status, _) =
+            Spawned::start(daemon.agent("shadow-bot", program, &["exit", "0"])).finish();
+        assert_eq!(
+            fate(status),
+            "exit:0",
+            "a monitor rule never holds or denies"
+        );
+    }
+    let row = daemon.wait_audit(
+        "the would-be deny",
+        &["--rule", "exports-by-name-watch", "--kind", "decision"],
+        |_| true,
+    );
+    assert_eq!(row["event"]["monitor"], true, "{row}");
+    assert_eq!(row["action"], "deny");
+    assert_eq!(row["outcome"], "allowed");
+    assert_eq!(
+        row["event"]["process"]["argv"][0],
+        exporter.to_str().unwrap(),
+        "{row}"
+    );
+    // The other tool's exec is recorded, with no would-be decision.
+    let other_path = other.display().to_string();
+    daemon.wait_audit("the other tool's exec", &["--kind", "exec"], |r| {
+        r["event"]["filename"] == other_path.as_str()
+    });
+    let decisions = daemon.audit_rows(&["--kind", "decision"]);
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+}

@@ -70,3 +70,120 @@ controls = ["SOC2:CC8.1"]
         "only the prod exec asked: {pending}"
     );
 }
+
+/// Rules the kernel cannot match by inode — a program named by basename or by glob, and a
+/// restrictive default — are still enforced: every agent exec that no inode entry names is
+/// held and judged in userspace with the whole policy. Copies and renames of a binary do
+/// not escape a basename rule; processes outside the agent are never held.
+#[test]
+fn basename_glob_and_default_rules_are_enforced_on_every_agent_exec() {
+    let dir = TestDir::new("policy-fallback");
+    for sub in ["a", "b", "stage-1"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let shredder = dir.probe_copy("a/shredder");
+    let shredder_copy = dir.probe_copy("b/shredder");
+    let deployer = dir.probe_copy("stage-1/deployer");
+    let harmless = dir.probe_copy("harmless");
+    let secret_tool = dir.probe_copy("secret-tool");
+    let root = dir.join("");
+    let root = root.to_str().unwrap().trim_end_matches('/');
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"version = 1
+
+[defaults]
+exec = "audit"
+
+[[rule]]
+name = "no-shredders"
+operation = "exec"
+basename = "shredder"
+action = "deny"
+reason = "no agent shreds anything, whatever the copy is called"
+
+[[rule]]
+name = "stage-deploys-ask"
+operation = "exec"
+binary_glob = "{root}/stage-*/deployer"
+action = "ask"
+
+[[rule]]
+name = "secret-tool-denied-by-inode"
+operation = "exec"
+binary = "{secret}"
+action = "deny"
+"#,
+            secret = secret_tool.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    let log = daemon.wait_log("held for the daemon");
+    assert!(
+        log.contains("no-shredders") && log.contains("stage-deploys-ask"),
+        "the startup log names the rules judged in userspace: {log}"
+    );
+    // What the kernel holds, read back from the maps by the running daemon.
+    let shown = daemon.json(&["policy", "show", "--running", "--json"]);
+    assert_eq!(shown["exec_fallback"], true, "{shown}");
+    let entries = shown["exec"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{shown}");
+    assert_eq!(entries[0]["path"], secret_tool.to_str().unwrap());
+    assert_eq!(entries[0]["verdict"], "deny");
+    assert_eq!(entries[0]["rule"], "secret-tool-denied-by-inode");
+    let run = |program: &std::path::Path, marker: &str| {
+        let path = dir.join(marker);
+        let spawned = Spawned::start(daemon.agent(
+            "fallback-bot",
+            program,
+            &["touch", path.to_str().unwrap()],
+        ));
+        (spawned, path)
+    };
+
+    // The basename rule: the binary and a copy of it elsewhere, killed before running.
+    for program in [&shredder, &shredder_copy] {
+        let (agent, marker) = run(program, "shredded");
+        assert_eq!(fate(agent.finish().0), "signal:9", "{}", program.display());
+        assert!(!marker.exists(), "{} ran", program.display());
+    }
+    let denied = daemon.wait_audit(
+        "the userspace deny by basename",
+        &["--rule", "no-shredders", "--kind", "decision"],
+        |r| r["outcome"] == "denied",
+    );
+    assert_eq!(denied["decided_by"], "policy", "{denied}");
+    assert_eq!(denied["agent"], "fallback-bot");
+
+    // The glob rule: held for a human; a reviewer's deny kills it.
+    let (agent, marker) = run(&deployer, "deployed");
+    let request = daemon.wait_pending(agent.pid());
+    assert_eq!(request["rule"], "stage-deploys-ask", "{request}");
+    assert_eq!(proc_state(agent.pid()), Some('T'));
+    daemon.json(&["approvals", "deny", &request["id"].to_string(), "--json"]);
+    assert_eq!(fate(agent.finish().0), "signal:9");
+    assert!(!marker.exists());
+
+    // Unnamed: judged by the default (audit) and run.
+    let (agent, marker) = run(&harmless, "harmless-ran");
+    assert_eq!(fate(agent.finish().0), "exit:0");
+    assert!(marker.exists());
+
+    // An inode rule still decides in the kernel.
+    let (agent, marker) = run(&secret_tool, "secret-ran");
+    assert_ne!(fate(agent.finish().0), "exit:0");
+    assert!(!marker.exists());
+
+    // Outside the agent, the same shredder runs untouched.
+    let outside = dir.join("outside");
+    let status = std::process::Command::new(&shredder)
+        .args(["touch", outside.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(
+        status.success() && outside.exists(),
+        "a non-agent process was refused"
+    );
+}

@@ -94,6 +94,16 @@ fn reload_swaps_the_policy_and_keeps_it_when_the_file_is_bad() {
     );
     assert!(note.contains("frobnicate"), "{note}");
     assert_eq!(status["policy_version"], v2, "the previous policy stays");
+    // The kernel still holds the previous policy's entry, and only it.
+    let shown = daemon.json(&["policy", "show", "--running", "--json"]);
+    assert_eq!(shown["policy_version"], v2, "{shown}");
+    let rules: Vec<&str> = shown["exec"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["rule"].as_str())
+        .collect();
+    assert_eq!(rules, ["no-b"], "{shown}");
     assert_eq!(run_tool(&daemon, &b), refused());
     assert_eq!(run_tool(&daemon, &a), "exit:0");
 }

@@ -73,10 +73,16 @@ pub enum PolicyCommand {
     /// Example: interceptor policy show
     ///
     /// Example: interceptor policy show --policy policies/examples/strict.toml --json
+    ///
+    /// Example: interceptor policy show --running   (as a reviewer: what the daemon enforces)
     Show {
         /// Policy file. Default: /etc/interceptor/policy.toml, else the built-in policy.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "running")]
         policy: Option<PathBuf>,
+        /// Ask the running daemon (over its control socket, as a configured reviewer) for the
+        /// policy in force and read its kernel entries back from the maps.
+        #[arg(long)]
+        running: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -140,12 +146,18 @@ pub struct ExplainArgs {
 }
 
 /// Runs `interceptor policy ...`.
-pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+/// `socket`: the daemon's control socket, for `show --running`.
+pub fn run(command: PolicyCommand, socket: &Path) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Check { files, json } => check(&files, json),
         PolicyCommand::Explain(args) => explain(args),
         PolicyCommand::Test { files, json } => test(&files, json),
-        PolicyCommand::Show { policy, json } => show(policy.as_deref(), json),
+        PolicyCommand::Show {
+            running: true,
+            json,
+            ..
+        } => show_running(socket, json),
+        PolicyCommand::Show { policy, json, .. } => show(policy.as_deref(), json),
         PolicyCommand::Tune(args) => super::tune::run(args),
     }
 }
@@ -704,6 +716,66 @@ struct ShowReport<'a> {
     warnings: Vec<String>,
 }
 
+fn show_running(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    use crate::control::{Request, Response, call};
+    let view = match call(socket, &Request::ActivePolicy)
+        .with_context(|| format!("asking the daemon at {}", socket.display()))?
+    {
+        Response::ActivePolicy(view) => view,
+        Response::Error { message } => anyhow::bail!("the daemon refused: {message}"),
+        other => anyhow::bail!("the daemon answered `policy show --running` with {other:?}"),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("policy:   {} (in force in the running daemon)", view.origin);
+    println!("version:  {}", view.policy_version);
+    if let Some(reload) = &view.last_reload {
+        println!("reload:   {reload}");
+    }
+    println!();
+    println!(
+        "kernel exec entries, read from EXEC_RULES ({}):",
+        view.exec.len()
+    );
+    for e in &view.exec {
+        println!(
+            "  {:<22} {:<7} {:<28} {}",
+            format!("{}:{}", e.dev, e.ino),
+            e.verdict,
+            e.rule.as_deref().unwrap_or("?"),
+            e.path
+                .as_deref()
+                .unwrap_or("(not written by the policy in force)")
+        );
+    }
+    println!(
+        "  every other agent exec: {}",
+        if view.exec_fallback {
+            "held and judged in userspace (EXEC_FALLBACK is set)"
+        } else {
+            "runs (no EXEC_FALLBACK)"
+        }
+    );
+    println!();
+    println!(
+        "kernel open entries, read from OPEN_INODES and OPEN_PATHS ({}):",
+        view.open.len()
+    );
+    for o in &view.open {
+        println!(
+            "  {:<7} {:<7} {:<16} {:<28} {}",
+            o.matches,
+            o.verdict,
+            o.access.join(","),
+            o.rule.as_deref().unwrap_or("?"),
+            o.target
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn show(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     let policy = active_policy(path)?;
     let compiled = policy.compile();
@@ -785,10 +857,7 @@ fn show(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     }
     match &compiled.exec_fallback {
         Some(f) => println!(
-            "  every other exec of {}: ask userspace (because of {})",
-            f.agents
-                .as_ref()
-                .map_or("every agent".into(), |a| a.join(", ")),
+            "  every other exec of every agent: held and judged in userspace (because of {})",
             f.because.join(", ")
         ),
         None => println!(

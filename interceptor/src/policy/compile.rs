@@ -57,11 +57,12 @@ pub struct CompiledExecRule {
     pub shadow: Option<Action>,
 }
 
-/// Execs the kernel cannot pick out by inode, so it must hand every one of them (for these
-/// agents) to userspace.
+/// Execs the kernel cannot pick out by inode, so it hands every agent exec no inode entry
+/// names to userspace (for every agent: the kernel's agent ids do not capture the uid,
+/// cgroup and launched-name selectors of the rules' agents).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExecFallback {
-    /// `None`: every agent.
+    /// Who the rules that need it apply to; `None`: every agent.
     pub agents: Option<Vec<String>>,
     /// Which rules (or `[defaults] exec`) need it.
     pub because: Vec<String>,
@@ -181,7 +182,7 @@ impl CompiledPolicy {
                 format!("agents {}", a.join(", "))
             });
             out.push(format!(
-                "every exec of {who} must be judged in userspace (rules naming programs by glob or basename, or a restrictive default: {})",
+                "rules for {who} name programs by glob or basename, or the default is restrictive ({}): the kernel holds every agent exec no inode entry names, and the daemon judges it",
                 f.because.join(", ")
             ));
         }
