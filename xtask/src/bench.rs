@@ -8,6 +8,7 @@
 //!   /bench/run inside the BPF-LSM VM (lsm backend). This module builds it, runs it in
 //!   either place, and turns its per-round lines into medians, ratios and a verdict table.
 //! - `bench audit`: the audit-log pipeline bench, `interceptor/examples/audit_bench.rs`.
+//! - `bench policy`: the policy engine bench, `interceptor/examples/policy_bench.rs`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -37,6 +38,11 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         n: usize,
     },
+    /// The policy engine (interceptor/examples/policy_bench.rs): parse and compile time,
+    /// and userspace matcher evaluations/s, on default.toml and on a 1,000-rule policy.
+    ///
+    /// Example: cargo xtask bench policy
+    Policy,
     /// The audit-log pipeline bench (interceptor/examples/audit_bench.rs); arguments are
     /// passed through.
     // Every argument, --help included, belongs to the example.
@@ -88,6 +94,19 @@ pub fn run(ws: &Workspace, command: BenchCommand) -> Result<()> {
         BenchCommand::Kernel(args) => kernel(ws, args),
         BenchCommand::Audit { args } => audit(ws, args),
         BenchCommand::Approvals { n } => approvals(ws, n),
+        BenchCommand::Policy => {
+            let mut cmd = ws.cargo();
+            cmd.args([
+                "run",
+                "--release",
+                "-p",
+                "interceptor",
+                "--example",
+                "policy_bench",
+            ]);
+            println!("xtask: {}", describe(&cmd));
+            util::run_checked(&mut cmd)
+        }
     }
 }
 
