@@ -95,19 +95,18 @@ pub fn run(ws: &Workspace, command: BenchCommand) -> Result<()> {
         BenchCommand::Audit { args } => audit(ws, args),
         BenchCommand::Approvals { n } => approvals(ws, n),
         BenchCommand::Policy => {
-            let mut cmd = ws.cargo();
-            cmd.args([
-                "run",
-                "--release",
-                "-p",
-                "interceptor",
-                "--example",
-                "policy_bench",
-            ]);
+            let mut cmd = example(ws, "policy_bench");
             println!("xtask: {}", describe(&cmd));
             util::run_checked(&mut cmd)
         }
     }
+}
+
+/// `cargo run --release -p interceptor --example NAME`.
+fn example(ws: &Workspace, name: &str) -> Command {
+    let mut cmd = ws.cargo();
+    cmd.args(["run", "--release", "-p", "interceptor", "--example", name]);
+    cmd
 }
 
 /// The approvals bench: the daemon with a webhook channel to a local receiver, a reviewer
@@ -129,18 +128,10 @@ fn approvals(ws: &Workspace, n: usize) -> Result<()> {
 /// The audit bench, with a throwaway PostgreSQL server (fsync on) for its PostgreSQL rows.
 fn audit(ws: &Workspace, args: Vec<String>) -> Result<()> {
     let pg = crate::postgres::PgServer::start(ws, true)?;
-    let mut cmd = ws.cargo();
-    cmd.env("INTERCEPTOR_BENCH_PG_URL", &pg.url);
-    cmd.args([
-        "run",
-        "--release",
-        "-p",
-        "interceptor",
-        "--example",
-        "audit_bench",
-        "--",
-    ])
-    .args(args);
+    let mut cmd = example(ws, "audit_bench");
+    cmd.env("INTERCEPTOR_BENCH_PG_URL", &pg.url)
+        .arg("--")
+        .args(args);
     util::run_checked(&mut cmd)
 }
 
