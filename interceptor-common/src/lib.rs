@@ -186,18 +186,91 @@ pub const OPEN_PATH_MAX: usize = 1024;
 /// with its trailing `/`) do not.
 pub const RULE_PATH_MAX: usize = 256;
 
-/// Value of the open rule maps (`OPEN_INODES`, `OPEN_PATHS`).
+/// Key bytes of the `OPEN_NAMES` and `OPEN_SUFFIXES` tries (the kernel's LPM trie maximum):
+/// a 4-byte scope id (big-endian; 0 is "any directory"), then a file name, forwards with a
+/// terminating NUL for exact names (none for name prefixes such as `.env.`) in `OPEN_NAMES`,
+/// or reversed for name suffixes (`mep.` for `*.pem`) in `OPEN_SUFFIXES`.
+pub const NAME_KEY_MAX: usize = 256;
+
+/// The longest file name the name tries hold whole; the first (or, reversed, last)
+/// `RULE_NAME_MAX + 1` bytes of longer names are matched, so prefix and suffix rules still
+/// apply to them.
+pub const RULE_NAME_MAX: usize = NAME_KEY_MAX - 5;
+
+/// Value of the open rule maps (`OPEN_INODES`, `OPEN_PATHS`, `OPEN_NAMES`, `OPEN_SUFFIXES`):
+/// the verdict for each access class, with the rule that gave it. An open takes the stricter
+/// verdict of the classes it uses: read (`FMODE_READ`) and write (`FMODE_WRITE`, `O_CREAT`,
+/// `O_TRUNC`). A class no rule names is `Allow` with rule 0. Every entry already carries the
+/// strictest verdict of every entry the kernel would also find for the same path (the
+/// compiler folds covering directories into the entries beneath them), so the longest match
+/// is the strictest match.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenRule {
-    /// A [`Verdict`].
-    pub verdict: u32,
-    /// Index of the rule in the daemon's policy.
-    pub rule_id: u32,
-    /// The [`access`] modes the rule applies to.
-    pub access: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// A [`Verdict`] for reads; an unknown value is treated as `Deny`.
+    pub read_verdict: u32,
+    /// Index of the rule that gave `read_verdict`.
+    pub read_rule: u32,
+    /// A [`Verdict`] for writes, creates and truncations; an unknown value is `Deny`.
+    pub write_verdict: u32,
+    /// Index of the rule that gave `write_verdict`.
+    pub write_rule: u32,
+}
+
+impl OpenRule {
+    /// The verdict and rule for an open in `mode` ([`access`] bits): the stricter class.
+    #[inline(always)]
+    pub fn for_mode(&self, mode: u32) -> (u32, u32) {
+        let mut out = (Verdict::Allow as u32, 0);
+        if mode & access::READ != 0 {
+            out = (clamp_verdict(self.read_verdict), self.read_rule);
+        }
+        if mode & (access::WRITE | access::CREATE | access::TRUNCATE) != 0 {
+            let write = clamp_verdict(self.write_verdict);
+            if write > out.0 {
+                out = (write, self.write_rule);
+            }
+        }
+        out
+    }
+
+    /// Each class takes the stricter of the two; a tie keeps `self`'s rule unless `self`
+    /// names none (so an `allow` rule still marks its class as named).
+    #[inline(always)]
+    pub fn stricter(self, other: OpenRule) -> OpenRule {
+        let pick = |mine: (u32, u32), theirs: (u32, u32)| {
+            let (m, t) = (clamp_verdict(mine.0), clamp_verdict(theirs.0));
+            if t > m || (t == m && mine.1 == 0) {
+                theirs
+            } else {
+                mine
+            }
+        };
+        let (read_verdict, read_rule) = pick(
+            (self.read_verdict, self.read_rule),
+            (other.read_verdict, other.read_rule),
+        );
+        let (write_verdict, write_rule) = pick(
+            (self.write_verdict, self.write_rule),
+            (other.write_verdict, other.write_rule),
+        );
+        OpenRule {
+            read_verdict,
+            read_rule,
+            write_verdict,
+            write_rule,
+        }
+    }
+}
+
+/// A verdict read from a map: unknown values are `Deny` (fail closed).
+#[inline(always)]
+pub fn clamp_verdict(v: u32) -> u32 {
+    if v > Verdict::Deny as u32 {
+        Verdict::Deny as u32
+    } else {
+        v
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<OpenRule>() == 16);
@@ -264,6 +337,9 @@ pub struct OpenScratch {
     /// LPM trie key: prefix length in bits, then the path's first bytes.
     pub prefix_len: u32,
     pub key: [u8; RULE_PATH_MAX],
+    /// Name trie key: prefix length in bits, then scope id and name.
+    pub name_prefix_len: u32,
+    pub name_key: [u8; NAME_KEY_MAX],
     /// The whole resolved path from d_path.
     pub path: [u8; 4096],
 }

@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use interceptor_common::{
-    AgentName, EndpointKey, ExecPath, ExecRule, Grant, GrantKey, HeldTask, InodeKey, OpenRule,
-    OpenScratch, RULE_PATH_MAX, TrackedTask, counters, exec_flags,
+    AgentName, EndpointKey, ExecPath, ExecRule, Grant, GrantKey, HeldTask, InodeKey, NAME_KEY_MAX,
+    OpenRule, OpenScratch, RULE_PATH_MAX, TrackedTask, counters, exec_flags,
 };
 
 /// Agent processes, keyed by tgid. Filled by the daemon at registration and by
@@ -51,9 +51,29 @@ pub static EXEC_FALLBACK: HashMap<u32, u32> = HashMap::pinned(1_024, 0);
 pub static OPEN_INODES: HashMap<InodeKey, OpenRule> = HashMap::pinned(4_096, 0);
 
 /// Open rules by path: exact paths (key includes the terminating NUL) and directory
-/// prefixes (key ends with `/`), longest match wins.
+/// prefixes (key ends with `/`), longest match wins (and is the strictest: see [`OpenRule`]).
 #[map]
 pub static OPEN_PATHS: LpmTrie<[u8; RULE_PATH_MAX], OpenRule> = LpmTrie::pinned(4_096, 0);
+
+/// Directories that name rules are scoped to, by the opened file's directory with its `/`:
+/// `dir/` then NUL for the files directly in it (`dir/*.pem`), `dir/` alone for every file
+/// below it (`dir/**/*.pem`). The value is the scope id of `OPEN_NAMES`/`OPEN_SUFFIXES`
+/// keys; a scope holds the rules of every directory entry that covers it.
+#[map]
+pub static OPEN_DIRS: LpmTrie<[u8; RULE_PATH_MAX], u32> = LpmTrie::pinned(4_096, 0);
+
+/// Open rules by file name within a scope (0: any directory): exact names and name prefixes.
+#[map]
+pub static OPEN_NAMES: LpmTrie<[u8; NAME_KEY_MAX], OpenRule> = LpmTrie::pinned(4_096, 0);
+
+/// Open rules by the end of the file name within a scope (reversed name suffixes).
+#[map]
+pub static OPEN_SUFFIXES: LpmTrie<[u8; NAME_KEY_MAX], OpenRule> = LpmTrie::pinned(4_096, 0);
+
+/// `[defaults] open`: the verdict of each access class for an agent open no rule names
+/// (rule 0). Index 0 only.
+#[map]
+pub static OPEN_DEFAULT: Array<OpenRule> = Array::pinned(1, 0);
 
 /// Just-in-time grants: an agent may open one file in the granted modes, until the grant
 /// expires or is used up; the kernel deletes it then.

@@ -12,8 +12,8 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use interceptor_common::{
-    EventKind, GrantKey, InodeKey, OPEN_PATH_MAX, OpenEvent, OpenRule, OpenScratch, RULE_PATH_MAX,
-    Verdict, access, counters, exec_flags,
+    EventKind, GrantKey, InodeKey, NAME_KEY_MAX, OPEN_PATH_MAX, OpenEvent, OpenRule, OpenScratch,
+    RULE_NAME_MAX, RULE_PATH_MAX, Verdict, access, counters, exec_flags,
 };
 
 use crate::{
@@ -22,8 +22,8 @@ use crate::{
         process_start, read,
     },
     maps::{
-        EVENTS, GRANTS, HELD, OPEN_INODES, OPEN_PATHS, OPEN_SCRATCH, count, record_hold,
-        submit_flags,
+        EVENTS, GRANTS, HELD, OPEN_DEFAULT, OPEN_DIRS, OPEN_INODES, OPEN_NAMES, OPEN_PATHS,
+        OPEN_SCRATCH, OPEN_SUFFIXES, count, record_hold, submit_flags,
     },
 };
 
@@ -69,18 +69,12 @@ pub fn open_file_open(ctx: LsmContext) -> i32 {
     };
     if len <= 0 {
         count(counters::OPEN_UNRESOLVED);
-        let rule = OpenRule {
-            verdict: Verdict::Deny as u32,
-            rule_id: 0,
-            access: mode,
-            _pad: 0,
-        };
         emit(
             agent_id,
             tgid,
             task,
             &identity,
-            &rule,
+            (Verdict::Deny as u32, 0),
             mode,
             exec_flags::DENIED | exec_flags::PATH_UNRESOLVED,
             scratch,
@@ -89,10 +83,8 @@ pub fn open_file_open(ctx: LsmContext) -> i32 {
         return -EACCES;
     }
 
-    let Some(rule) = rule_for(&identity, scratch, len as usize, mode) else {
-        return 0;
-    };
-    let verdict = rule.verdict;
+    let rule = rule_for(&identity, scratch, len as usize, mode);
+    let verdict = rule.0;
     if verdict != Verdict::Deny as u32
         && verdict != Verdict::Ask as u32
         && verdict != Verdict::Audit as u32
@@ -114,7 +106,7 @@ pub fn open_file_open(ctx: LsmContext) -> i32 {
             count(counters::DAEMON_DOWN_DENIED);
             flags |= exec_flags::DENIED | exec_flags::DAEMON_DOWN;
         } else if mode == access::READ {
-            flags |= record_hold(task, tgid, rule.rule_id, agent_id, exec_flags::OPEN);
+            flags |= record_hold(task, tgid, rule.1, agent_id, exec_flags::OPEN);
         } else {
             flags |= exec_flags::DENIED | exec_flags::PENDING;
         }
@@ -130,7 +122,7 @@ pub fn open_file_open(ctx: LsmContext) -> i32 {
         tgid,
         task,
         &identity,
-        &rule,
+        rule,
         mode,
         flags,
         scratch,
@@ -175,17 +167,15 @@ fn access_of(file: *const u8) -> u32 {
     access
 }
 
-/// The most restrictive rule for this file and access mode: by identity (any name of the
-/// file), then by path (exact, or the longest matching directory prefix).
+/// The most restrictive (verdict, rule) for this file and access mode: by identity (any name
+/// of the file), by path (exact, or the longest matching directory prefix), by file name
+/// (exact, prefix or suffix; anywhere, or in the directories a name rule is scoped to), and
+/// `[defaults] open` for an access class no rule names. Each map's longest match already
+/// carries every entry it covers, so one lookup per map suffices.
 #[inline(always)]
-fn rule_for(
-    identity: &InodeKey,
-    scratch: *mut OpenScratch,
-    len: usize,
-    mode: u32,
-) -> Option<OpenRule> {
+fn rule_for(identity: &InodeKey, scratch: *mut OpenScratch, len: usize, mode: u32) -> (u32, u32) {
     // SAFETY: copied out of the map at once.
-    let by_inode = unsafe { OPEN_INODES.get(identity).copied() }.filter(|r| r.access & mode != 0);
+    let mut rule = unsafe { OPEN_INODES.get(identity).copied() }.unwrap_or_default();
     // The trie key is the path's first bytes; `len` counts the NUL, which exact rules include.
     let key_len = if len < RULE_PATH_MAX {
         len
@@ -203,12 +193,153 @@ fn rule_for(
         );
         let key = &*(scratch as *const Key<[u8; RULE_PATH_MAX]>);
         OPEN_PATHS.get(key).copied()
+    };
+    if let Some(r) = by_path {
+        rule = rule.stricter(r);
     }
-    .filter(|r| r.access & mode != 0);
-    match (by_inode, by_path) {
-        (Some(a), Some(b)) => Some(if b.verdict > a.verdict { b } else { a }),
-        (a, b) => a.or(b),
+    rule = by_name(rule, scratch, len);
+    if let Some(default) = OPEN_DEFAULT.get(0).copied() {
+        if rule.read_rule == 0 {
+            rule.read_verdict = default.read_verdict;
+        }
+        if rule.write_rule == 0 {
+            rule.write_verdict = default.write_verdict;
+        }
     }
+    rule.for_mode(mode)
+}
+
+/// `rule` made stricter by the name tries. The name is the path's last component (d_path
+/// output: `len` bytes with the NUL); its directory, with the `/`, picks the scope.
+#[inline(always)]
+fn by_name(mut rule: OpenRule, scratch: *mut OpenScratch, len: usize) -> OpenRule {
+    const PATH_MASK: usize = 4095;
+    if !(2..=4096).contains(&len) {
+        return rule;
+    }
+    let end = len - 1;
+    // The last '/': names are at most NAME_MAX (255) bytes.
+    let mut slash = usize::MAX;
+    let mut i = 0;
+    while i < 257 {
+        if i >= end {
+            break;
+        }
+        let at = (end - 1 - i) & PATH_MASK;
+        // SAFETY: `at` is masked into the 4096-byte path buffer.
+        if unsafe { *(*scratch).path.as_ptr().add(at) } == b'/' {
+            slash = at;
+            break;
+        }
+        i += 1;
+    }
+    if slash == usize::MAX || slash + 1 >= end {
+        return rule;
+    }
+    let name_len = end - slash - 1;
+
+    // The scope of the file's directory: `dir/` then NUL (the key buffer still holds the
+    // path's first bytes), or, for a directory too long for the key, its first bytes.
+    let dir_len = slash + 1;
+    let mut scope = 0u32;
+    // SAFETY: the writes are bounded by the key buffer's size.
+    let found = unsafe {
+        if dir_len < RULE_PATH_MAX {
+            *(*scratch)
+                .key
+                .as_mut_ptr()
+                .add(dir_len & (RULE_PATH_MAX - 1)) = 0;
+            (*scratch).prefix_len = ((dir_len + 1) * 8) as u32;
+        } else {
+            (*scratch).prefix_len = (RULE_PATH_MAX * 8) as u32;
+        }
+        let key = &*(scratch as *const Key<[u8; RULE_PATH_MAX]>);
+        OPEN_DIRS.get(key).copied()
+    };
+    if let Some(s) = found {
+        scope = s;
+    }
+
+    // Forwards: the name and its NUL, or the first bytes of a longer name.
+    let copy = if name_len > RULE_NAME_MAX + 1 {
+        RULE_NAME_MAX + 1
+    } else {
+        name_len
+    };
+    // SAFETY: the destination is the name key's bytes after the scope, `copy` of them at
+    // most (bounded just above and below); the source is inside the path buffer.
+    unsafe {
+        let key = (*scratch).name_key.as_mut_ptr();
+        bpf_probe_read_kernel(
+            key.add(4).cast(),
+            (copy & (NAME_KEY_MAX - 1)) as u32,
+            (*scratch).path.as_ptr().add((slash + 1) & PATH_MASK).cast(),
+        );
+        let bytes = if copy <= RULE_NAME_MAX {
+            *key.add((4 + copy) & (NAME_KEY_MAX - 1)) = 0;
+            4 + copy + 1
+        } else {
+            4 + copy
+        };
+        (*scratch).name_prefix_len = (bytes * 8) as u32;
+    }
+    rule = lookup_names(rule, scratch, scope, false);
+
+    // Reversed: the name's last bytes, last first.
+    let mut j = 0;
+    while j < RULE_NAME_MAX + 1 {
+        if j >= copy {
+            break;
+        }
+        // SAFETY: `4 + j` < NAME_KEY_MAX; the source index is masked into the path buffer.
+        unsafe {
+            *(*scratch)
+                .name_key
+                .as_mut_ptr()
+                .add((4 + j) & (NAME_KEY_MAX - 1)) =
+                *(*scratch).path.as_ptr().add((end - 1 - j) & PATH_MASK);
+        }
+        j += 1;
+    }
+    // SAFETY: a field of this CPU's scratch value.
+    unsafe { (*scratch).name_prefix_len = ((4 + copy) * 8) as u32 };
+    lookup_names(rule, scratch, scope, true)
+}
+
+/// Looks the name key up in scope 0 (any directory) and in `scope`.
+#[inline(always)]
+fn lookup_names(
+    mut rule: OpenRule,
+    scratch: *mut OpenScratch,
+    scope: u32,
+    suffix: bool,
+) -> OpenRule {
+    let trie = if suffix { &OPEN_SUFFIXES } else { &OPEN_NAMES };
+    let mut pass = 0;
+    while pass < 2 {
+        let id = if pass == 0 { 0 } else { scope };
+        if pass == 1 && scope == 0 {
+            break;
+        }
+        // SAFETY: the scope bytes are the first four of the name key; the key (prefix length
+        // then bytes) is laid out as the trie's key type, and the value is copied out at once.
+        let found = unsafe {
+            let key = (*scratch).name_key.as_mut_ptr();
+            let be = id.to_be_bytes();
+            *key = be[0];
+            *key.add(1) = be[1];
+            *key.add(2) = be[2];
+            *key.add(3) = be[3];
+            let key = &*(core::ptr::addr_of!((*scratch).name_prefix_len)
+                as *const Key<[u8; NAME_KEY_MAX]>);
+            trie.get(key).copied()
+        };
+        if let Some(r) = found {
+            rule = rule.stricter(r);
+        }
+        pass += 1;
+    }
+    rule
 }
 
 /// Uses one open of a just-in-time grant for this agent, file and access mode, if there is a
@@ -249,7 +380,7 @@ fn emit(
     tgid: u32,
     task: *const u8,
     identity: &InodeKey,
-    rule: &OpenRule,
+    (verdict, rule_id): (u32, u32),
     mode: u32,
     flags: u32,
     scratch: *const OpenScratch,
@@ -277,8 +408,8 @@ fn emit(
         (*ev).pid = pid_tgid as u32;
         (*ev).uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
         (*ev).agent_id = agent_id;
-        (*ev).verdict = rule.verdict;
-        (*ev).rule_id = rule.rule_id;
+        (*ev).verdict = verdict;
+        (*ev).rule_id = rule_id;
         (*ev).access = mode;
         (*ev).path_len = path_len as u32;
         (*ev).start_boottime = process_start(task).unwrap_or(0);

@@ -16,7 +16,7 @@ use crate::{
     control::{self, ClientError, DEFAULT_SOCKET, Decision, PendingView, Request, Response},
     daemon::{self, DaemonOptions},
     loader::{self, BackendChoice, DEFAULT_PIN_DIR},
-    open_rules::OpenRuleSpec,
+    open_rules::{OpenMatch, OpenRuleSpec},
     policy::{Action, DEFAULT_POLICY, Policy},
     scope::{CgroupScope, UidScope},
 };
@@ -807,10 +807,10 @@ fn sqlite_files_rule(db: &Path, flag: &str) -> anyhow::Result<Vec<OpenRuleSpec>>
         .file_name()
         .with_context(|| format!("{flag} {} names no file", db.display()))?;
     let db = dir.join(name).display().to_string();
-    Ok(OpenRuleSpec::daemon_files(&[db])
+    Ok(OpenRuleSpec::daemon_files(std::slice::from_ref(&db))
         .into_iter()
         .map(|rule| OpenRuleSpec {
-            prefix: true,
+            target: OpenMatch::Prefix(db.clone()),
             ..rule
         })
         .collect())

@@ -122,7 +122,8 @@ pub struct ActivePolicyView {
     pub exec: Vec<KernelExecEntry>,
     /// `EXEC_FALLBACK` is set: every agent exec no entry names is held for the daemon.
     pub exec_fallback: bool,
-    /// `OPEN_INODES` and `OPEN_PATHS`.
+    /// `OPEN_INODES`, `OPEN_PATHS`, `OPEN_NAMES`, `OPEN_SUFFIXES`, `OPEN_DIRS` and
+    /// `OPEN_DEFAULT`, one row per access class.
     pub open: Vec<KernelOpenEntry>,
 }
 
@@ -138,13 +139,19 @@ pub struct KernelExecEntry {
     pub rule: Option<String>,
 }
 
-/// One `OPEN_INODES` or `OPEN_PATHS` entry.
+/// One access class of a kernel open entry, or a directory scope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelOpenEntry {
-    /// `inode`, `exact` or `prefix`.
+    /// `inode`, `exact`, `prefix`, `name`, `name-prefix`, `name-suffix`, `in-dir`,
+    /// `below-dir` (directory scopes, whose verdict is `scope`) or `default`.
     pub matches: String,
-    /// `dev:ino`, or the path (a prefix ends where the kernel's match ends).
+    /// `dev:ino`, the path (a prefix ends where the kernel's match ends), the file name
+    /// (or its start or end) or the directory.
     pub target: String,
+    /// For names, the scope they apply in (0: any directory); for directories, the scope
+    /// their files' names are looked up in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<u32>,
     pub verdict: String,
     pub access: Vec<String>,
     pub rule: Option<String>,

@@ -26,8 +26,8 @@ use aya::maps::{
 };
 use interceptor_common::{
     AGENT_NAME_MAX, AgentName, EventKind, ExecEvent, ExecRule, Grant, GrantKey, HeldTask, InodeKey,
-    KernelConfig, OpenEvent, OpenRule, RESERVED_KEY_BASE, RULE_PATH_MAX, TrackedTask, Verdict,
-    counters, exec_flags, tracked_flags,
+    KernelConfig, NAME_KEY_MAX, OpenEvent, OpenRule, RESERVED_KEY_BASE, RULE_PATH_MAX, TrackedTask,
+    Verdict, counters, exec_flags, tracked_flags,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -53,7 +53,7 @@ use crate::{
     http, journal,
     loader::{self, Backend, BackendChoice, KernelLog},
     metrics::{self, Metrics},
-    open_rules::{self, OPEN_RULE_ID_BASE, OpenRuleSpec, access_names},
+    open_rules::{self, OPEN_RULE_ID_BASE, OpenRuleSpec, TrieEntry, access_names},
     policy::{Action, Policy},
     procfs::{self, Pidfd},
     scope::{AgentScope, cgroup_id, validate_agent_name},
@@ -184,6 +184,10 @@ struct KernelMaps {
     exec_fallback: BpfHashMap<MapData, u32, u32>,
     open_inodes: BpfHashMap<MapData, InodeKey, OpenRule>,
     open_paths: LpmTrie<MapData, [u8; RULE_PATH_MAX], OpenRule>,
+    open_dirs: LpmTrie<MapData, [u8; RULE_PATH_MAX], u32>,
+    open_names: LpmTrie<MapData, [u8; NAME_KEY_MAX], OpenRule>,
+    open_suffixes: LpmTrie<MapData, [u8; NAME_KEY_MAX], OpenRule>,
+    open_default: Array<MapData, OpenRule>,
 }
 
 /// A policy as the daemon enforces it: the parsed rules, the open rules it added, and what
@@ -520,6 +524,10 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             exec_fallback: take_map(&mut ebpf, "EXEC_FALLBACK")?,
             open_inodes: take_map(&mut ebpf, "OPEN_INODES")?,
             open_paths: take_map(&mut ebpf, "OPEN_PATHS")?,
+            open_dirs: take_map(&mut ebpf, "OPEN_DIRS")?,
+            open_names: take_map(&mut ebpf, "OPEN_NAMES")?,
+            open_suffixes: take_map(&mut ebpf, "OPEN_SUFFIXES")?,
+            open_default: take_map(&mut ebpf, "OPEN_DEFAULT")?,
         }),
         state: Mutex::new(State {
             agents,
@@ -689,9 +697,10 @@ fn prepare_policy(
     DaemonError,
 > {
     let compiled = policy.compile();
-    let mut open_specs = policy_open_rules(policy, &compiled);
+    let mut open_specs = open_rules::policy_rules(policy, &compiled);
     open_specs.extend(extra.iter().cloned());
-    let open_compiled = open_rules::compile(&open_specs).map_err(DaemonError::OpenRules)?;
+    let open_compiled =
+        open_rules::compile(&open_specs, compiled.open_default).map_err(DaemonError::OpenRules)?;
     Ok((compiled, open_specs, open_compiled))
 }
 
@@ -700,54 +709,6 @@ fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len(), meta.ino()))
-}
-
-/// Whether the kernel's open maps can express an open entry (exact paths and directories).
-fn kernel_matchable(target: &crate::policy::OpenTarget) -> bool {
-    matches!(
-        target,
-        crate::policy::OpenTarget::Exact { .. } | crate::policy::OpenTarget::Prefix(_)
-    )
-}
-
-/// The policy's kernel-matchable open entries as open rules (named after their policy rule).
-fn policy_open_rules(
-    policy: &Policy,
-    compiled: &crate::policy::CompiledPolicy,
-) -> Vec<OpenRuleSpec> {
-    use crate::policy::{OpenTarget, access_mask};
-    compiled
-        .open
-        .iter()
-        .filter_map(|entry| {
-            let (path, prefix) = match &entry.target {
-                OpenTarget::Exact { path, .. } => (path.clone(), false),
-                OpenTarget::Prefix(path) => (path.clone(), true),
-                OpenTarget::Suffix(_) | OpenTarget::Pattern(_) => return None,
-            };
-            let mut bits = 0;
-            if entry.access & access_mask::READ != 0 {
-                bits |= interceptor_common::access::READ;
-            }
-            if entry.access & access_mask::WRITE != 0 {
-                bits |= interceptor_common::access::WRITE
-                    | interceptor_common::access::CREATE
-                    | interceptor_common::access::TRUNCATE;
-            }
-            let rule = policy.rule(entry.rule_id);
-            Some(OpenRuleSpec {
-                name: rule.map_or_else(
-                    || format!("policy rule {}", entry.rule_id),
-                    |r| r.name.clone(),
-                ),
-                path,
-                prefix,
-                action: entry.action,
-                access: bits,
-                reason: rule.and_then(|r| r.reason.clone()),
-            })
-        })
-        .collect()
 }
 
 /// A pending request as reviewers see it: the record plus what /proc shows of the process.
@@ -809,7 +770,11 @@ fn exec_context(record: &ExecRecord, argv: &[String]) -> crate::policy::ExecCont
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| record.filename.clone())
     };
-    let argv = if record.mapped {
+    // A script's argv starts with its interpreter (`/usr/bin/perl /usr/bin/pg_dump ARGS`):
+    // the script is judged on its own arguments, as a program mapped by a loader is.
+    let script =
+        !record.mapped && procfs::exe(pid).is_ok_and(|exe| exe != std::path::Path::new(&binary));
+    let argv = if record.mapped || script {
         loaded_program_argv(argv, &binary, cwd.as_deref())
     } else {
         argv.to_vec()
@@ -850,20 +815,37 @@ fn loaded_program_argv(
     }
 }
 
-/// Like [`sync_map`], for the open-path trie.
-fn sync_trie(
-    trie: &mut LpmTrie<MapData, [u8; RULE_PATH_MAX], OpenRule>,
-    entries: &[(u32, [u8; RULE_PATH_MAX], OpenRule)],
+/// Like [`sync_map`], for a trie: [`insert_trie`], then [`prune_trie`].
+fn sync_trie<const N: usize, V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, [u8; N], V>,
+    name: &'static str,
+    entries: &[TrieEntry<N, V>],
 ) -> Result<(), DaemonError> {
-    let map_err = |source| DaemonError::Map {
-        name: "OPEN_PATHS",
-        source,
-    };
+    insert_trie(trie, name, entries)?;
+    prune_trie(trie, name, entries)
+}
+
+/// Writes `entries` into a trie.
+fn insert_trie<const N: usize, V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, [u8; N], V>,
+    name: &'static str,
+    entries: &[TrieEntry<N, V>],
+) -> Result<(), DaemonError> {
     for (bits, key, value) in entries {
         trie.insert(&LpmKey::new(*bits, *key), *value, 0)
-            .map_err(map_err)?;
+            .map_err(|source| DaemonError::Map { name, source })?;
     }
-    let stale: Vec<LpmKey<[u8; RULE_PATH_MAX]>> = trie
+    Ok(())
+}
+
+/// Deletes every trie entry that is not one of `entries`.
+fn prune_trie<const N: usize, V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, [u8; N], V>,
+    name: &'static str,
+    entries: &[TrieEntry<N, V>],
+) -> Result<(), DaemonError> {
+    let map_err = |source| DaemonError::Map { name, source };
+    let stale: Vec<LpmKey<[u8; N]>> = trie
         .keys()
         .filter_map(Result::ok)
         .filter(|k| {
@@ -2288,7 +2270,7 @@ impl Daemon {
     /// Compiles `policy` and makes the kernel enforce it: every entry of the new policy is
     /// written before any entry of the old one is removed, so a rule in both never lapses.
     fn install_policy(&self, policy: Policy) -> Result<Arc<ActivePolicy>, DaemonError> {
-        let (compiled, open_specs, open_compiled) =
+        let (compiled, open_specs, mut open_compiled) =
             prepare_policy(&policy, &self.extra_open_rules)?;
         let exec_entries: Vec<(InodeKey, ExecRule)> = compiled
             .exec
@@ -2335,7 +2317,35 @@ impl Daemon {
                 "OPEN_INODES",
                 open_compiled.inodes.clone(),
             )?;
-            sync_trie(&mut kernel.open_paths, &open_compiled.paths)?;
+            sync_trie(&mut kernel.open_paths, "OPEN_PATHS", &open_compiled.paths)?;
+            // Name rules: the new scopes (in the bank the old ones are not in) are complete
+            // before any directory points to them, and the old ones go only after none does.
+            let upper = !kernel
+                .open_dirs
+                .iter()
+                .filter_map(Result::ok)
+                .any(|(_, id)| id & open_rules::CompiledOpenRules::SCOPE_BANK != 0);
+            open_compiled.set_scope_bank(upper);
+            insert_trie(&mut kernel.open_names, "OPEN_NAMES", &open_compiled.names)?;
+            insert_trie(
+                &mut kernel.open_suffixes,
+                "OPEN_SUFFIXES",
+                &open_compiled.suffixes,
+            )?;
+            sync_trie(&mut kernel.open_dirs, "OPEN_DIRS", &open_compiled.dirs)?;
+            prune_trie(&mut kernel.open_names, "OPEN_NAMES", &open_compiled.names)?;
+            prune_trie(
+                &mut kernel.open_suffixes,
+                "OPEN_SUFFIXES",
+                &open_compiled.suffixes,
+            )?;
+            kernel
+                .open_default
+                .set(0, open_compiled.default, 0)
+                .map_err(|source| DaemonError::Map {
+                    name: "OPEN_DEFAULT",
+                    source,
+                })?;
         }
         for (rule, why) in &compiled.unresolved {
             warn!(
@@ -2352,16 +2362,11 @@ impl Daemon {
             info!(because = ?fallback.because,
                   "exec rules the kernel cannot match by inode (binary globs, basenames, default exec action): every agent exec that no inode entry names is held for the daemon, which judges it with the whole policy");
         }
-        for entry in compiled
-            .open
-            .iter()
-            .filter(|e| !kernel_matchable(&e.target))
-        {
-            let rule = policy.rule(entry.rule_id).map_or("?", |r| r.name.as_str());
-            warn!(rule, target = ?entry.target, "open rule with a suffix or pattern: the kernel cannot match it, so it is NOT enforced");
-        }
-        if compiled.open_default != crate::policy::Action::Allow {
-            warn!(default = ?compiled.open_default, "[defaults] open is not enforced by the kernel: unmatched opens are allowed");
+        for entry in &compiled.open {
+            if let crate::policy::OpenTarget::Pattern(p) = &entry.target {
+                let rule = policy.rule(entry.rule_id).map_or("?", |r| r.name.as_str());
+                warn!(rule, pattern = %p, "open rule with a ~ pattern and no home to expand it to (give its agents home = or uid =): the kernel cannot match it, so it is NOT enforced");
+            }
         }
         let active = Arc::new(ActivePolicy {
             version: policy.version().to_string(),
@@ -2409,20 +2414,35 @@ impl Daemon {
             })
             .collect();
         exec.sort_by(|a, b| (&a.path, a.dev, a.ino).cmp(&(&b.path, b.dev, b.ino)));
-        let open_entry =
-            |matches: &str, target: String, value: &OpenRule| crate::control::KernelOpenEntry {
-                matches: matches.to_string(),
-                target,
-                verdict: verdict_name(value.verdict).to_string(),
-                access: open_rules::access_names(value.access),
-                rule: rule(value.rule_id),
+        // One row per access class of an entry (one row when both agree).
+        let mut open: Vec<crate::control::KernelOpenEntry> = Vec::new();
+        let mut push = |matches: &str, target: String, scope: Option<u32>, value: &OpenRule| {
+            let read = (value.read_verdict, value.read_rule);
+            let write = (value.write_verdict, value.write_rule);
+            let read_bits = interceptor_common::access::READ;
+            let write_bits = interceptor_common::access::ALL & !read_bits;
+            let classes: Vec<((u32, u32), u32)> = if read == write {
+                vec![(read, interceptor_common::access::ALL)]
+            } else {
+                vec![(read, read_bits), (write, write_bits)]
             };
-        let mut open: Vec<crate::control::KernelOpenEntry> = kernel
-            .open_inodes
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(key, value)| open_entry("inode", format!("{}:{}", key.dev, key.ino), &value))
-            .collect();
+            for ((verdict, rule_id), bits) in classes {
+                if rule_id == 0 && verdict == Verdict::Allow as u32 {
+                    continue;
+                }
+                open.push(crate::control::KernelOpenEntry {
+                    matches: matches.to_string(),
+                    target: target.clone(),
+                    scope,
+                    verdict: verdict_name(verdict).to_string(),
+                    access: open_rules::access_names(bits),
+                    rule: rule(rule_id),
+                });
+            }
+        };
+        for (key, value) in kernel.open_inodes.iter().filter_map(Result::ok) {
+            push("inode", format!("{}:{}", key.dev, key.ino), None, &value);
+        }
         for (key, value) in kernel.open_paths.iter().filter_map(Result::ok) {
             let bytes = (key.prefix_len() / 8) as usize;
             let data = key.data();
@@ -2431,12 +2451,61 @@ impl Daemon {
                 Some(exact) => ("exact", exact),
                 None => ("prefix", path),
             };
-            open.push(open_entry(
+            push(
                 matches,
                 String::from_utf8_lossy(path).into_owned(),
+                None,
                 &value,
-            ));
+            );
         }
+        let names = kernel.open_names.iter().map(|e| (false, e));
+        let suffixes = kernel.open_suffixes.iter().map(|e| (true, e));
+        for (suffix, (key, value)) in names
+            .chain(suffixes)
+            .filter_map(|(s, e)| e.ok().map(|e| (s, e)))
+        {
+            let bytes = ((key.prefix_len() / 8) as usize).clamp(4, NAME_KEY_MAX);
+            let data = key.data();
+            let scope = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+            let mut name = data[4..bytes].to_vec();
+            let matches = if suffix {
+                name.reverse();
+                "name-suffix"
+            } else if name.last() == Some(&0) {
+                name.pop();
+                "name"
+            } else {
+                "name-prefix"
+            };
+            push(
+                matches,
+                String::from_utf8_lossy(&name).into_owned(),
+                Some(scope),
+                &value,
+            );
+        }
+        let mut dirs = Vec::new();
+        for (key, scope) in kernel.open_dirs.iter().filter_map(Result::ok) {
+            let bytes = (key.prefix_len() / 8) as usize;
+            let data = key.data();
+            let dir = &data[..bytes.min(data.len())];
+            let (matches, dir) = match dir.strip_suffix(&[0]) {
+                Some(dir) => ("in-dir", dir),
+                None => ("below-dir", dir),
+            };
+            dirs.push(crate::control::KernelOpenEntry {
+                matches: matches.to_string(),
+                target: String::from_utf8_lossy(dir).into_owned(),
+                scope: Some(scope),
+                verdict: "scope".into(),
+                access: Vec::new(),
+                rule: None,
+            });
+        }
+        if let Ok(default) = kernel.open_default.get(&0, 0) {
+            push("default", "every other open".into(), None, &default);
+        }
+        open.append(&mut dirs);
         crate::control::ActivePolicyView {
             origin: self.policy_origin.clone(),
             policy_version: active.version.clone(),

@@ -345,3 +345,114 @@ fn a_policy_glob_with_a_trailing_star_is_enforced_as_a_prefix() {
     );
     assert_weakness_stated(&daemon);
 }
+
+/// Rules by file name (`**/.env`, `**/.env.*`, `DIR/*.pem`, `DIR/**/*_key`) are enforced in
+/// the kernel, per access class, and a narrower laxer rule does not hide a covering stricter
+/// one; each refusal is in the audit log with its rule.
+#[test]
+fn policy_rules_by_file_name_are_enforced_in_the_kernel() {
+    let dir = TestDir::new("open-names");
+    let base = dir.path.to_str().unwrap().to_string();
+    let keys = dir.join("keys");
+    let deep = dir.join("app/config/prod");
+    std::fs::create_dir_all(keys.join("sub")).unwrap();
+    std::fs::create_dir_all(&deep).unwrap();
+    let files = [
+        "app/.env",
+        "app/config/prod/.env",
+        "app/.env.local",
+        "app/.envrc",
+        "keys/a.pem",
+        "keys/sub/b.pem",
+        "keys/a.pem.txt",
+        "app/config/prod/host_key",
+        "app/config/prod/notes",
+        "public.pem",
+    ];
+    for f in files {
+        std::fs::write(dir.join(f), b"x").unwrap();
+    }
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"version = 1
+[[rule]]
+name = "dotenv"
+operation = "open"
+path = ["**/.env", "**/.env.*"]
+action = "deny"
+controls = ["SOC2:CC6.1"]
+[[rule]]
+name = "pem-in-keys"
+operation = "open"
+path = "{base}/keys/*.pem"
+access = "read"
+action = "deny"
+[[rule]]
+name = "app-keys-written"
+operation = "open"
+path = "{base}/app/**/*_key"
+access = "write"
+action = "deny"
+[[rule]]
+name = "app-audited"
+operation = "open"
+path = "{base}/app/config/**"
+action = "audit"
+"#
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    let open = |file: &str, mode: &str| {
+        let path = dir.join(file);
+        agent_probe(
+            &daemon,
+            None,
+            &["open", path.to_str().unwrap(), mode],
+            "open",
+        )
+    };
+    for (file, mode, expected) in [
+        ("app/.env", "r", refused()),
+        ("app/config/prod/.env", "r", refused()),
+        ("app/config/prod/.env", "w", refused()),
+        ("app/.env.local", "r", refused()),
+        ("app/.envrc", "r", "ok"),
+        ("keys/a.pem", "r", refused()),
+        ("keys/a.pem", "w", "ok"),
+        ("keys/sub/b.pem", "r", "ok"),
+        ("keys/a.pem.txt", "r", "ok"),
+        ("public.pem", "r", "ok"),
+        ("app/config/prod/host_key", "w", refused()),
+        ("app/config/prod/host_key", "r", "ok"),
+        ("app/config/prod/notes", "w", "ok"),
+    ] {
+        assert_eq!(open(file, mode), expected, "{file} {mode}");
+    }
+    if expected_backend() == Backend::Lsm {
+        let denied = daemon.wait_audit(
+            "the refused .env read",
+            &["--rule", "dotenv", "--decision", "denied"],
+            |r| r["event"]["files"][0] == format!("{base}/app/config/prod/.env").as_str(),
+        );
+        assert_eq!(denied["decided_by"], "kernel", "{denied}");
+        let running = daemon.json(&["policy", "show", "--running", "--json"]);
+        let open = running["open"].as_array().unwrap();
+        for (matches, target) in [
+            ("name", ".env"),
+            ("name-prefix", ".env."),
+            ("name-suffix", ".pem"),
+            ("name-suffix", "_key"),
+            ("in-dir", format!("{base}/keys/").as_str()),
+            ("below-dir", format!("{base}/app/").as_str()),
+        ] {
+            assert!(
+                open.iter()
+                    .any(|e| e["matches"] == matches && e["target"] == target),
+                "no {matches} {target} in {running}"
+            );
+        }
+    }
+    assert_weakness_stated(&daemon);
+}

@@ -187,3 +187,179 @@ action = "deny"
         "a non-agent process was refused"
     );
 }
+
+/// Bypass-shaped commands are judged on the exec the kernel resolves, not on the command
+/// line an agent typed: through `env`, inside `sh -c`, by a symlink under another name, with
+/// the argument quoted or split by the shell. Argv rules see the arguments as the program
+/// gets them.
+#[test]
+fn bypass_shaped_commands_are_judged_on_the_exec_the_kernel_resolves() {
+    let dir = TestDir::new("policy-bypass");
+    let tool = dir.probe_copy("pg_dump");
+    let tool_path = tool.to_str().unwrap().to_string();
+    let link = dir.join("innocent-name");
+    std::os::unix::fs::symlink(&tool, &link).unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"version = 1
+
+[[rule]]
+name = "prod-dumps"
+operation = "exec"
+binary = "{tool_path}"
+any_arg = "prod"
+action = "deny"
+reason = "no production dumps by agents"
+"#
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    let marker = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let run = |program: &str, args: &[&str]| {
+        Spawned::start(daemon.agent("dump-bot", std::path::Path::new(program), args)).finish()
+    };
+
+    let denied = [
+        (
+            "direct",
+            tool_path.clone(),
+            vec!["touch".to_string(), marker("m-direct"), "prod".into()],
+        ),
+        (
+            "env",
+            "/usr/bin/env".into(),
+            vec![
+                tool_path.clone(),
+                "touch".into(),
+                marker("m-env"),
+                "prod".into(),
+            ],
+        ),
+        (
+            "symlink",
+            link.to_str().unwrap().into(),
+            vec!["touch".into(), marker("m-symlink"), "prod".into()],
+        ),
+        (
+            "sh -c, quoted and split",
+            "/bin/sh".into(),
+            vec![
+                "-c".into(),
+                format!("{tool_path} touch {} 'pr'\"od\"", marker("m-sh")),
+            ],
+        ),
+    ];
+    for (how, program, args) in &denied {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, out) = run(program, &args);
+        assert_ne!(fate(status), "exit:0", "{how}: {out}");
+    }
+    for m in ["m-direct", "m-env", "m-symlink", "m-sh"] {
+        assert!(!dir.join(m).exists(), "{m}: the denied exec ran");
+    }
+    // The shell's quoting joined `'pr'"od"` into the one argument the rule names.
+    let row = daemon.wait_audit(
+        "the denial of the exec inside sh -c",
+        &["--rule", "prod-dumps", "--decision", "denied"],
+        |r| r["event"]["process"]["argv"][2] == marker("m-sh").as_str(),
+    );
+    assert_eq!(row["event"]["process"]["argv"][3], "prod", "{row}");
+    assert_eq!(
+        row["event"]["process"]["binary"],
+        tool_path.as_str(),
+        "{row}"
+    );
+
+    // One argument with a space in it is not the argument `prod`; other arguments run.
+    for (how, program, args) in [
+        (
+            "staging",
+            tool_path.clone(),
+            vec!["touch".to_string(), marker("m-staging"), "staging".into()],
+        ),
+        (
+            "sh -c, one quoted argument",
+            "/bin/sh".into(),
+            vec![
+                "-c".into(),
+                format!("{tool_path} touch {} 'prod db'", marker("m-one-arg")),
+            ],
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, out) = run(&program, &args);
+        assert_eq!(fate(status), "exit:0", "{how}: {out}");
+    }
+    assert!(dir.join("m-staging").exists());
+    assert!(dir.join("m-one-arg").exists());
+}
+
+/// A script is judged as itself, not as its interpreter (Debian's `pg_dump` is a Perl
+/// wrapper): the kernel finds the script's own entry, and the daemon judges the script's
+/// arguments at their positions (without the interpreter in front).
+#[test]
+fn a_script_is_judged_by_its_own_rules_and_arguments() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TestDir::new("policy-script");
+    let write_script = |name: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, "#!/bin/sh\necho ran > \"$1\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    let dump = write_script("pg_dump");
+    let wipe = write_script("wipe");
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"version = 1
+
+[[rule]]
+name = "prod-dumps"
+operation = "exec"
+binary = "{dump}"
+arg = [{{ index = 2, glob = "prod" }}]
+action = "deny"
+
+[[rule]]
+name = "no-wipe"
+operation = "exec"
+binary = "{wipe}"
+action = "deny"
+"#,
+            dump = dump.display(),
+            wipe = wipe.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    let run = |program: &std::path::Path, marker: &str, arg: &str| {
+        let m = dir.join(marker);
+        let (status, out) =
+            Spawned::start(daemon.agent("script-bot", program, &[m.to_str().unwrap(), arg]))
+                .finish();
+        (fate(status), out, m.exists())
+    };
+    let (fate_prod, out, ran) = run(&dump, "m-prod", "prod");
+    assert!(
+        fate_prod != "exit:0" && !ran,
+        "prod dump: {fate_prod} {out}"
+    );
+    let (fate_staging, out, ran) = run(&dump, "m-staging", "staging");
+    assert!(
+        fate_staging == "exit:0" && ran,
+        "staging dump: {fate_staging} {out}"
+    );
+    let (fate_wipe, out, ran) = run(&wipe, "m-wipe", "x");
+    assert!(fate_wipe != "exit:0" && !ran, "wipe: {fate_wipe} {out}");
+    for rule in ["prod-dumps", "no-wipe"] {
+        let row = daemon.wait_audit(
+            &format!("the denial by {rule}"),
+            &["--rule", rule, "--decision", "denied"],
+            |_| true,
+        );
+        assert_eq!(row["agent"], "script-bot", "{row}");
+    }
+}

@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{
-    AccessMode, CompiledPolicy, DEFAULT_POLICY, Decision, ExecContext, OpenContext, OpenTarget,
-    Policy, PolicyError, cases::CaseResult, matcher::resolve_command,
+    AccessMode, CompiledPolicy, DEFAULT_POLICY, Decision, ExecContext, NameDir, NameMatch,
+    OpenContext, OpenTarget, Policy, PolicyError, cases::CaseResult, matcher::resolve_command,
 };
 
 /// Where an installed policy lives; the built-in default applies when it is absent.
@@ -760,17 +760,27 @@ fn show_running(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     );
     println!();
     println!(
-        "kernel open entries, read from OPEN_INODES and OPEN_PATHS ({}):",
+        "kernel open entries, read from OPEN_INODES, OPEN_PATHS, OPEN_NAMES, OPEN_SUFFIXES, OPEN_DIRS and OPEN_DEFAULT ({}):",
         view.open.len()
     );
     for o in &view.open {
+        let target = match o.scope {
+            Some(scope) => format!("{} (scope {scope})", o.target),
+            None => o.target.clone(),
+        };
+        let rule = match (&o.rule, o.matches.as_str()) {
+            (Some(rule), _) => rule.as_str(),
+            (None, "default") => "[defaults] open",
+            (None, "in-dir" | "below-dir") => "-",
+            (None, _) => "?",
+        };
         println!(
-            "  {:<7} {:<7} {:<16} {:<28} {}",
+            "  {:<11} {:<7} {:<27} {:<28} {}",
             o.matches,
             o.verdict,
             o.access.join(","),
-            o.rule.as_deref().unwrap_or("?"),
-            o.target
+            rule,
+            target
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -867,7 +877,7 @@ fn show(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     }
     println!();
     println!(
-        "open entries ({}; compiled, not yet enforced by the kernel; default {}):",
+        "open entries ({}; the kernel enforces them; default {}):",
         compiled.open.len(),
         compiled.open_default
     );
@@ -878,8 +888,19 @@ fn show(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
                 None => format!("exact  {path}"),
             },
             OpenTarget::Prefix(p) => format!("prefix {p}"),
-            OpenTarget::Suffix(s) => format!("suffix {s}"),
-            OpenTarget::Pattern(p) => format!("glob   {p} (userspace)"),
+            OpenTarget::Name { dir, name } => {
+                let name = match name {
+                    NameMatch::Is(n) => n.clone(),
+                    NameMatch::StartsWith(n) => format!("{n}*"),
+                    NameMatch::EndsWith(n) => format!("*{n}"),
+                };
+                match dir {
+                    NameDir::Anywhere => format!("name   {name} in any directory"),
+                    NameDir::In(d) => format!("name   {name} in {d}"),
+                    NameDir::Under(d) => format!("name   {name} anywhere below {d}"),
+                }
+            }
+            OpenTarget::Pattern(p) => format!("glob   {p} (NOT matched by the kernel)"),
         };
         let access = match o.access {
             super::access_mask::READ => "read",

@@ -21,7 +21,7 @@
 
 use std::{collections::BTreeSet, os::unix::fs::MetadataExt as _};
 
-use interceptor_common::InodeKey;
+use interceptor_common::{InodeKey, RULE_NAME_MAX};
 use serde::Serialize;
 
 use super::{Access, Action, Operation, Policy, kernel_dev, matcher::RuleMatcher};
@@ -82,10 +82,35 @@ pub enum OpenTarget {
     /// a glob whose only wildcard is a trailing `*` (`~/.ssh/id_*`). A stem also covers
     /// deeper paths the glob's `*` would not (it stops at `/`): stricter, never weaker.
     Prefix(String),
-    /// Every path ending with this.
-    Suffix(String),
-    /// A glob the kernel cannot match: opens are judged in userspace.
+    /// Files by name: anywhere, directly in a directory, or anywhere below one.
+    Name { dir: NameDir, name: NameMatch },
+    /// A glob the kernel cannot match: an error for an enforced rule (`policy check` names
+    /// it), a warning for a monitor rule, which then records nothing.
     Pattern(String),
+}
+
+/// Where a [`OpenTarget::Name`] applies. Directories are canonical and end with `/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "dir")]
+pub enum NameDir {
+    /// `**/name`: in every directory.
+    Anywhere,
+    /// `dir/name`: files directly in `dir`.
+    In(String),
+    /// `dir/**/name`: files in `dir` or any directory below it.
+    Under(String),
+}
+
+/// How a [`OpenTarget::Name`] matches the file's name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
+pub enum NameMatch {
+    /// `.env`
+    Is(String),
+    /// `.env.*`
+    StartsWith(String),
+    /// `*.pem`
+    EndsWith(String),
 }
 
 /// `InodeKey` (a kernel-shared type without serde) as `{ "dev": .., "ino": .. }`.
@@ -126,7 +151,7 @@ pub mod access_mask {
     pub const WRITE: u32 = 2;
 }
 
-/// One entry of the (future) kernel open map.
+/// One open entry for the kernel: what it matches, for which access, with which verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CompiledOpenRule {
     pub target: OpenTarget,
@@ -150,12 +175,15 @@ pub struct CompiledPolicy {
     pub exec: Vec<CompiledExecRule>,
     /// When set, execs without an entry must be judged in userspace too.
     pub exec_fallback: Option<ExecFallback>,
-    /// Entries for the kernel's open rules (not enforced by the kernel yet).
+    /// Entries for the kernel's open maps (OPEN_INODES, OPEN_PATHS, OPEN_DIRS, OPEN_NAMES, OPEN_SUFFIXES).
     pub open: Vec<CompiledOpenRule>,
     /// The verdict for an agent open no entry matches (`[defaults] open`).
     pub open_default: Action,
     /// (rule name, why) for rules none of whose binaries exist on this host.
     pub unresolved: Vec<(String, String)>,
+    /// (rule name, script, interpreter) for `ask`/`deny` rules naming a script: every exec
+    /// of the interpreter is held and the daemon judges the script it runs.
+    pub interpreted: Vec<(String, String, String)>,
     /// `allow`/`audit` rules the kernel does not hold for: userspace labels their records.
     pub labelled_in_userspace: Vec<String>,
     /// `monitor` rules the kernel cannot pick out by inode (binary globs, basenames, no
@@ -189,18 +217,22 @@ impl CompiledPolicy {
         for (rule, why) in &self.unresolved {
             out.push(format!("rule {rule} cannot match in the kernel: {why}"));
         }
+        for (rule, script, interpreter) in &self.interpreted {
+            out.push(format!(
+                "rule {rule} names the script {script}: every agent exec of its interpreter {interpreter} is held, and the daemon judges the script each one runs"
+            ));
+        }
         let patterns: Vec<String> = self
             .open
             .iter()
-            .filter(|o| matches!(o.target, OpenTarget::Pattern(_)))
-            .map(|o| match &o.target {
-                OpenTarget::Pattern(p) => p.clone(),
-                _ => unreachable!(),
+            .filter_map(|o| match &o.target {
+                OpenTarget::Pattern(p) => Some(p.clone()),
+                _ => None,
             })
             .collect();
         if !patterns.is_empty() {
             out.push(format!(
-                "open patterns the kernel cannot match are judged in userspace: {}",
+                "open patterns the kernel does not match, so only the other rules and the default decide those opens: {} (a ~ pattern with no home to expand it to: give the agent home = or uid =; a dir/stem*/** allowing more than the default: name the directories)",
                 patterns.join(", ")
             ));
         }
@@ -227,6 +259,7 @@ pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
     let mut fallback_because = Vec::new();
     let mut fallback_agents: Option<BTreeSet<String>> = Some(BTreeSet::new());
     let mut fallback_all = false;
+    let mut interpreted = Vec::new();
 
     for (index, rule) in policy.rules.iter().enumerate() {
         let rule_id = index as u32 + 1;
@@ -278,9 +311,32 @@ pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
                         path: path.clone(),
                         monitor,
                     };
-                    match per_key.iter_mut().find(|(k, _)| *k == key) {
+                    let mut add = |key: InodeKey, candidate: Candidate| match per_key
+                        .iter_mut()
+                        .find(|(k, _)| *k == key)
+                    {
                         Some((_, list)) => list.push(candidate),
                         None => per_key.push((key, vec![candidate])),
+                    };
+                    add(key, candidate);
+                    // The kernel sees a script's interpreter, not the script, when the new
+                    // program is about to run (and only the lsm backend sees the script at
+                    // all, to refuse it): the interpreter's execs are held, and the daemon
+                    // judges the script named in each.
+                    if rule.action >= Action::Ask
+                        && let Some((interpreter, ikey)) = interpreter_of(path)
+                    {
+                        interpreted.push((rule.name.clone(), path.clone(), interpreter.clone()));
+                        add(
+                            ikey,
+                            Candidate {
+                                rule_id,
+                                action: rule.action,
+                                decided_by: DecidedBy::Userspace,
+                                path: interpreter,
+                                monitor,
+                            },
+                        );
                     }
                 }
                 Err(e) => missing.push(format!("{path}: {e}")),
@@ -314,10 +370,31 @@ pub(crate) fn compile(policy: &Policy) -> CompiledPolicy {
         open: compile_open(policy),
         open_default: policy.defaults.open,
         unresolved,
+        interpreted,
         labelled_in_userspace: labelled,
         monitored_in_userspace: monitored,
         policy_version: policy.version().to_string(),
     }
+}
+
+/// The interpreter of a script (its `#!` line), resolved, with its identity; `None` for a
+/// file that is not a script or whose interpreter does not exist.
+fn interpreter_of(path: &str) -> Option<(String, InodeKey)> {
+    use std::io::Read as _;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let interpreter = std::str::from_utf8(line).ok()?.split_whitespace().next()?;
+    let resolved = std::fs::canonicalize(interpreter).ok()?;
+    let meta = std::fs::metadata(&resolved).ok()?;
+    Some((
+        resolved.display().to_string(),
+        InodeKey {
+            dev: kernel_dev(meta.dev()),
+            ino: meta.ino(),
+        },
+    ))
 }
 
 /// One entry per binary, or none when only monitor rules name it under a fallback (the
@@ -437,6 +514,24 @@ fn is_literal(s: &str) -> bool {
     !s.contains(['*', '?', '[', ']', '{', '}', '\\'])
 }
 
+/// Everything below the directories whose names start with a stem (`~/.*/**`) compiles to
+/// the stem's prefix, which adds the files directly named so: stricter than the rule, and
+/// so only allowed (by the schema) for a rule at least as strict as `[defaults] open`.
+pub(crate) fn widened_stem(pattern: &str) -> Option<&str> {
+    pattern
+        .strip_suffix("*/**")
+        .filter(|stem| is_literal(stem) && !stem.ends_with('/'))
+}
+
+/// Whether the kernel can match a path pattern of an open rule (`~` stands for a home).
+pub(crate) fn kernel_matchable(pattern: &str) -> bool {
+    let expanded = match pattern.strip_prefix('~') {
+        Some(rest) => format!("/home/agent{rest}"),
+        None => pattern.to_string(),
+    };
+    !matches!(open_target(&expanded), OpenTarget::Pattern(_))
+}
+
 fn open_target(pattern: &str) -> OpenTarget {
     if is_literal(pattern) {
         let inode = std::fs::metadata(pattern).ok().map(|m| InodeKey {
@@ -453,25 +548,52 @@ fn open_target(pattern: &str) -> OpenTarget {
     {
         return OpenTarget::Prefix(format!("{dir}/"));
     }
-    if let Some(stem) = pattern.strip_suffix('*')
-        && !stem.ends_with('*')
-        && is_literal(stem)
-    {
+    if let Some(stem) = widened_stem(pattern) {
         return OpenTarget::Prefix(stem.to_string());
     }
-    if let Some(tail) = pattern.strip_prefix("**/") {
-        if is_literal(tail) {
-            return OpenTarget::Suffix(format!("/{tail}"));
-        }
-        if let Some(end) = tail.strip_prefix('*')
-            && is_literal(end)
-            && !end.contains('/')
-            && !end.is_empty()
-        {
-            return OpenTarget::Suffix(end.to_string());
-        }
+    name_target(pattern).unwrap_or_else(|| OpenTarget::Pattern(pattern.to_string()))
+}
+
+/// A glob whose last component is a literal name, a literal name prefix (`id_*`) or a
+/// literal name suffix (`*.pem`), in `**` (any directory), a literal directory or a literal
+/// directory's `/**`: the kernel matches these by name within a directory scope.
+fn name_target(pattern: &str) -> Option<OpenTarget> {
+    let (dir, name) = pattern.rsplit_once('/')?;
+    let canonical = |d: &str| {
+        is_literal(d)
+            && (d.is_empty() || d.starts_with('/'))
+            && !d.contains("//")
+            && !d
+                .split('/')
+                .skip(1)
+                .any(|c| c == "." || c == ".." || c.is_empty())
+    };
+    let dir = if dir == "**" {
+        NameDir::Anywhere
+    } else if let Some(under) = dir.strip_suffix("/**").filter(|d| canonical(d)) {
+        NameDir::Under(format!("{under}/"))
+    } else if canonical(dir) {
+        NameDir::In(format!("{dir}/"))
+    } else {
+        return None;
+    };
+    if name == "*" {
+        return Some(OpenTarget::Prefix(match dir {
+            NameDir::Anywhere => "/".into(),
+            NameDir::In(d) | NameDir::Under(d) => d,
+        }));
     }
-    OpenTarget::Pattern(pattern.to_string())
+    let literal = |n: &str| !n.is_empty() && is_literal(n) && n.len() <= RULE_NAME_MAX;
+    let name = if literal(name) {
+        NameMatch::Is(name.to_string())
+    } else if let Some(end) = name.strip_prefix('*').filter(|n| literal(n)) {
+        NameMatch::EndsWith(end.to_string())
+    } else if let Some(start) = name.strip_suffix('*').filter(|n| literal(n)) {
+        NameMatch::StartsWith(start.to_string())
+    } else {
+        return None;
+    };
+    Some(OpenTarget::Name { dir, name })
 }
 
 fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
@@ -495,8 +617,7 @@ fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
         };
         let scoped = !rule.agents.is_empty();
         let mut push = |target: OpenTarget, home: Option<String>| {
-            let pattern = matches!(target, OpenTarget::Pattern(_));
-            let decided_by = if pattern || (scoped && !monitor) {
+            let decided_by = if scoped && !monitor {
                 DecidedBy::Userspace
             } else {
                 DecidedBy::Kernel
@@ -518,18 +639,23 @@ fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
                 shadow: (monitor && rule.action >= Action::Ask).then_some(rule.action),
             });
         };
+        let target = open_target;
         for pattern in &m.paths {
             let Some(rest) = pattern.strip_prefix('~') else {
-                push(open_target(pattern), None);
+                push(target(pattern), None);
                 continue;
             };
-            let homes = homes_for(policy, &rule.agents);
+            let mut homes = homes_for(policy, &rule.agents);
+            if homes.is_empty() {
+                // The rule's agents have no known home: every home on the host (stricter).
+                homes = homes_for(policy, &[]);
+            }
             if homes.is_empty() {
                 push(OpenTarget::Pattern(pattern.clone()), None);
             }
             for home in homes {
                 let expanded = format!("{}{rest}", home.trim_end_matches('/'));
-                push(open_target(&expanded), Some(home));
+                push(target(&expanded), Some(home));
             }
         }
     }
@@ -559,11 +685,11 @@ fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
 fn covers(outer: &OpenTarget, inner: &OpenTarget) -> bool {
     let inner = match inner {
         OpenTarget::Exact { path, .. } | OpenTarget::Prefix(path) => path,
-        OpenTarget::Suffix(_) | OpenTarget::Pattern(_) => return false,
+        OpenTarget::Name { .. } | OpenTarget::Pattern(_) => return false,
     };
     match outer {
         OpenTarget::Exact { path, .. } => path == inner,
         OpenTarget::Prefix(prefix) => inner.starts_with(prefix.as_str()),
-        OpenTarget::Suffix(_) | OpenTarget::Pattern(_) => false,
+        OpenTarget::Name { .. } | OpenTarget::Pattern(_) => false,
     }
 }

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use compile::{
-    CompiledExecRule, CompiledOpenRule, CompiledPolicy, DecidedBy, ExecFallback, OpenTarget,
-    access_mask,
+    CompiledExecRule, CompiledOpenRule, CompiledPolicy, DecidedBy, ExecFallback, NameDir,
+    NameMatch, OpenTarget, access_mask,
 };
 pub use matcher::{AccessMode, Decision, ExecContext, OpenContext, RuleMatch, Shadow};
 

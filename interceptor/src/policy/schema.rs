@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::{
     Access, Action, Agent, Defaults, Escalation, GrantLimits, GrantScope, Mode, Operation, Policy,
-    PolicyError, Rule, Severity, cases, content_hash, line_col, matcher, parse_duration,
+    PolicyError, Rule, Severity, cases, compile, content_hash, line_col, matcher, parse_duration,
 };
 
 /// The top level of a policy file.
@@ -269,6 +269,21 @@ impl Validator<'_> {
             }
             let own_mode = r.mode;
             let mut rule = self.rule(r, name, start, text, &agents, &raw.groups)?;
+            if let matcher::RuleMatcher::Open(m) = &rule.matcher
+                && rule.action < defaults.open
+                && let Some(p) = m.paths.iter().find(|p| compile::widened_stem(p).is_some())
+            {
+                return self.err(
+                    start,
+                    format!(
+                        "open rule {:?}: the kernel matches {p:?} as every path starting with {:?}, which would give the files named so the rule's {} instead of the stricter [defaults] open = \"{}\"; name the directories instead",
+                        rule.name,
+                        compile::widened_stem(p).unwrap_or_default(),
+                        rule.action,
+                        defaults.open
+                    ),
+                );
+            }
             rule.mode = own_mode.unwrap_or(mode);
             rules.push(rule);
         }
@@ -600,7 +615,18 @@ impl Validator<'_> {
             }
             Operation::Open => {
                 let paths = match &r.path {
-                    Some(p) => self.globs(p, true)?,
+                    Some(p) => {
+                        let paths = self.globs(p, true)?;
+                        if let Some(g) = paths.iter().find(|g| !compile::kernel_matchable(g)) {
+                            return self.err(
+                                p.span().start,
+                                format!(
+                                    "open rule {name:?}: the kernel cannot match path {g:?}; use an exact path, a directory (/dir/**), a name stem (/dir/id_*), or a literal name, name prefix (.env.*) or name suffix (*.pem) in a directory (/dir/NAME), below one (/dir/**/NAME) or anywhere (**/NAME)"
+                                ),
+                            );
+                        }
+                        paths
+                    }
                     None => {
                         return self.err(start, format!("open rule {name:?} needs path = [...]"));
                     }

@@ -55,7 +55,7 @@ impl Scratch {
 
     fn file(&self, name: &str) -> String {
         let path = self.0.join(name);
-        std::fs::write(&path, b"#!/bin/sh\n").unwrap();
+        std::fs::write(&path, b"\x7fELF").unwrap();
         path.to_str().unwrap().to_string()
     }
 }
@@ -590,7 +590,7 @@ action = "deny"
 name = "ops-data"
 operation = "open"
 agents = ["ops"]
-path = ["/srv/data/**", "**/*.sql", "**/id_rsa", "/srv/*/secret-[0-9].txt"]
+path = ["/srv/data/**", "**/*.sql", "**/id_rsa", "/srv/**/secret-*"]
 action = "ask"
 "#;
     let policy = Policy::parse(text, "p.toml").unwrap();
@@ -666,18 +666,22 @@ action = "ask"
         DecidedBy::Userspace,
         None
     )));
+    let name = |dir: NameDir, name: NameMatch| OpenTarget::Name { dir, name };
     assert!(targets.contains(&(
-        OpenTarget::Suffix(".sql".into()),
+        name(NameDir::Anywhere, NameMatch::EndsWith(".sql".into())),
         DecidedBy::Userspace,
         None
     )));
     assert!(targets.contains(&(
-        OpenTarget::Suffix("/id_rsa".into()),
+        name(NameDir::Anywhere, NameMatch::Is("id_rsa".into())),
         DecidedBy::Userspace,
         None
     )));
     assert!(targets.contains(&(
-        OpenTarget::Pattern("/srv/*/secret-[0-9].txt".into()),
+        name(
+            NameDir::Under("/srv/".into()),
+            NameMatch::StartsWith("secret-".into())
+        ),
         DecidedBy::Userspace,
         None
     )));
@@ -953,10 +957,10 @@ proptest! {
     }
 }
 
-/// A glob whose only wildcard is a trailing `*` is a prefix the kernel matches; other globs
-/// stay patterns (not enforced by the kernel, and reported).
+/// `id_*` and `*.pem` in a literal directory are a name prefix and a name suffix scoped to
+/// that directory, so `*` still stops at `/` in the kernel.
 #[test]
-fn trailing_star_globs_compile_to_kernel_prefixes() {
+fn name_globs_compile_to_kernel_name_rules() {
     let text = r#"version = 1
 [[rule]]
 name = "keys"
@@ -973,15 +977,21 @@ action = "ask"
         .collect();
     assert!(
         targets.contains(&(
-            OpenTarget::Prefix("/srv/keys/id_".into()),
+            OpenTarget::Name {
+                dir: NameDir::In("/srv/keys/".into()),
+                name: NameMatch::StartsWith("id_".into())
+            },
             DecidedBy::Kernel
         )),
         "{targets:?}"
     );
     assert!(
         targets.contains(&(
-            OpenTarget::Pattern("/srv/keys/*.pem".into()),
-            DecidedBy::Userspace
+            OpenTarget::Name {
+                dir: NameDir::In("/srv/keys/".into()),
+                name: NameMatch::EndsWith(".pem".into())
+            },
+            DecidedBy::Kernel
         )),
         "{targets:?}"
     );
@@ -1893,4 +1903,51 @@ action = "deny"
         assert!(crate::policy::tune::output(&args, T0).is_err());
         assert!(!missing.exists());
     }
+}
+
+/// The kernel sees a script's interpreter when the program is about to run, so a rule that
+/// holds or refuses a script also holds its interpreter's execs for the daemon to judge.
+#[test]
+fn a_rule_on_a_script_holds_its_interpreter_for_userspace() {
+    let dir = Scratch::new("policy-script");
+    let script = dir.0.join("pg_dump");
+    std::fs::write(&script, "#!/bin/sh -e\nexec true\n").unwrap();
+    let plain = dir.file("plain");
+    let text = format!(
+        "version = 1\n[[rule]]\nname = \"dumps\"\noperation = \"exec\"\nbinary = \"{}\"\naction = \"deny\"\n[[rule]]\nname = \"plain\"\noperation = \"exec\"\nbinary = \"{plain}\"\naction = \"deny\"\n",
+        script.display()
+    );
+    let compiled = Policy::parse(&text, "p.toml").unwrap().compile();
+    let sh = std::fs::metadata(std::fs::canonicalize("/bin/sh").unwrap()).unwrap();
+    let sh_key = InodeKey {
+        dev: kernel_dev(sh.dev()),
+        ino: sh.ino(),
+    };
+    let entry = compiled
+        .exec
+        .iter()
+        .find(|e| e.key == sh_key)
+        .expect("an interpreter entry");
+    assert_eq!(
+        (entry.action, entry.decided_by, entry.rule_id),
+        (Action::Ask, DecidedBy::Userspace, 1)
+    );
+    let script_entry = compiled
+        .exec
+        .iter()
+        .find(|e| e.path == script.to_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        (script_entry.action, script_entry.decided_by),
+        (Action::Deny, DecidedBy::Kernel),
+        "the lsm backend still refuses the script itself"
+    );
+    assert_eq!(compiled.exec.len(), 3, "{:?}", compiled.exec);
+    assert_eq!(compiled.interpreted.len(), 1, "not the ELF-looking file");
+    assert!(
+        compiled
+            .warnings()
+            .iter()
+            .any(|w| w.contains("names the script"))
+    );
 }
