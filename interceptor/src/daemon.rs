@@ -815,6 +815,18 @@ fn loaded_program_argv(
     }
 }
 
+/// The path an `OPEN_PATHS` or `OPEN_DIRS` key matches, and whether it is exact (its key
+/// ends with the NUL) rather than a prefix.
+fn trie_path(key: &LpmKey<[u8; RULE_PATH_MAX]>) -> (bool, String) {
+    let bytes = (key.prefix_len() / 8) as usize;
+    let data = key.data();
+    let path = &data[..bytes.min(data.len())];
+    match path.strip_suffix(&[0]) {
+        Some(exact) => (true, String::from_utf8_lossy(exact).into_owned()),
+        None => (false, String::from_utf8_lossy(path).into_owned()),
+    }
+}
+
 /// Like [`sync_map`], for a trie: [`insert_trie`], then [`prune_trie`].
 fn sync_trie<const N: usize, V: aya::Pod>(
     trie: &mut LpmTrie<MapData, [u8; N], V>,
@@ -2444,19 +2456,8 @@ impl Daemon {
             push("inode", format!("{}:{}", key.dev, key.ino), None, &value);
         }
         for (key, value) in kernel.open_paths.iter().filter_map(Result::ok) {
-            let bytes = (key.prefix_len() / 8) as usize;
-            let data = key.data();
-            let path = &data[..bytes.min(data.len())];
-            let (matches, path) = match path.strip_suffix(&[0]) {
-                Some(exact) => ("exact", exact),
-                None => ("prefix", path),
-            };
-            push(
-                matches,
-                String::from_utf8_lossy(path).into_owned(),
-                None,
-                &value,
-            );
+            let (exact, path) = trie_path(&key);
+            push(if exact { "exact" } else { "prefix" }, path, None, &value);
         }
         let names = kernel.open_names.iter().map(|e| (false, e));
         let suffixes = kernel.open_suffixes.iter().map(|e| (true, e));
@@ -2486,16 +2487,11 @@ impl Daemon {
         }
         let mut dirs = Vec::new();
         for (key, scope) in kernel.open_dirs.iter().filter_map(Result::ok) {
-            let bytes = (key.prefix_len() / 8) as usize;
-            let data = key.data();
-            let dir = &data[..bytes.min(data.len())];
-            let (matches, dir) = match dir.strip_suffix(&[0]) {
-                Some(dir) => ("in-dir", dir),
-                None => ("below-dir", dir),
-            };
+            let (exact, dir) = trie_path(&key);
+            let matches = if exact { "in-dir" } else { "below-dir" };
             dirs.push(crate::control::KernelOpenEntry {
                 matches: matches.to_string(),
-                target: String::from_utf8_lossy(dir).into_owned(),
+                target: dir,
                 scope: Some(scope),
                 verdict: "scope".into(),
                 access: Vec::new(),

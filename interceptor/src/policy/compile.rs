@@ -639,10 +639,9 @@ fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
                 shadow: (monitor && rule.action >= Action::Ask).then_some(rule.action),
             });
         };
-        let target = open_target;
         for pattern in &m.paths {
             let Some(rest) = pattern.strip_prefix('~') else {
-                push(target(pattern), None);
+                push(open_target(pattern), None);
                 continue;
             };
             let mut homes = homes_for(policy, &rule.agents);
@@ -655,7 +654,7 @@ fn compile_open(policy: &Policy) -> Vec<CompiledOpenRule> {
             }
             for home in homes {
                 let expanded = format!("{}{rest}", home.trim_end_matches('/'));
-                push(target(&expanded), Some(home));
+                push(open_target(&expanded), Some(home));
             }
         }
     }
