@@ -340,6 +340,9 @@ pub struct OpenScratch {
     /// Name trie key: prefix length in bits, then scope id and name.
     pub name_prefix_len: u32,
     pub name_key: [u8; NAME_KEY_MAX],
+    /// Suffix trie key: prefix length in bits, then scope id and the name reversed.
+    pub suffix_prefix_len: u32,
+    pub suffix_key: [u8; NAME_KEY_MAX],
     /// The whole resolved path from d_path.
     pub path: [u8; 4096],
 }

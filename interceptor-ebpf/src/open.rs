@@ -83,7 +83,8 @@ pub fn open_file_open(ctx: LsmContext) -> i32 {
         return -EACCES;
     }
 
-    let rule = rule_for(&identity, scratch, len as usize, mode);
+    let slash = name_keys(scratch, len as usize);
+    let rule = rule_for(&identity, scratch, len as usize, slash, mode);
     let verdict = rule.0;
     if verdict != Verdict::Deny as u32
         && verdict != Verdict::Ask as u32
@@ -173,7 +174,13 @@ fn access_of(file: *const u8) -> u32 {
 /// `[defaults] open` for an access class no rule names. Each map's longest match already
 /// carries every entry it covers, so one lookup per map suffices.
 #[inline(always)]
-fn rule_for(identity: &InodeKey, scratch: *mut OpenScratch, len: usize, mode: u32) -> (u32, u32) {
+fn rule_for(
+    identity: &InodeKey,
+    scratch: *mut OpenScratch,
+    len: usize,
+    slash: Option<usize>,
+    mode: u32,
+) -> (u32, u32) {
     // SAFETY: copied out of the map at once.
     let mut rule = unsafe { OPEN_INODES.get(identity).copied() }.unwrap_or_default();
     // The trie key is the path's first bytes; `len` counts the NUL, which exact rules include.
@@ -197,7 +204,9 @@ fn rule_for(identity: &InodeKey, scratch: *mut OpenScratch, len: usize, mode: u3
     if let Some(r) = by_path {
         rule = rule.stricter(r);
     }
-    rule = by_name(rule, scratch, len);
+    if let Some(slash) = slash {
+        rule = by_name(rule, scratch, slash);
+    }
     if let Some(default) = OPEN_DEFAULT.get(0).copied() {
         if rule.read_rule == 0 {
             rule.read_verdict = default.read_verdict;
@@ -209,23 +218,28 @@ fn rule_for(identity: &InodeKey, scratch: *mut OpenScratch, len: usize, mode: u3
     rule.for_mode(mode)
 }
 
-/// `rule` made stricter by the name tries. The name is the path's last component (d_path
-/// output: `len` bytes with the NUL); its directory, with the `/`, picks the scope.
+/// Fills both name keys (after their scope bytes) from the path's last component: forwards
+/// for exact and prefix rules, reversed for suffix rules. `None` for a path with no usable
+/// name (no '/' among its last 257 bytes, or nothing after it), else the index of the last
+/// '/'.
+///
+/// Called right after d_path, before any lookup: the verifier walks the byte loops once per
+/// state that reaches them, and each lookup and merge that follows multiplies the states.
 #[inline(always)]
-fn by_name(mut rule: OpenRule, scratch: *mut OpenScratch, len: usize) -> OpenRule {
+fn name_keys(scratch: *mut OpenScratch, len: usize) -> Option<usize> {
     const PATH_MASK: usize = 4095;
     if !(2..=4096).contains(&len) {
-        return rule;
+        return None;
     }
     let end = len - 1;
-    // The last '/': names are at most NAME_MAX (255) bytes.
+    // The last '/': names are at most NAME_MAX (255) bytes. d_path output starts with '/', so
+    // the scan stops at index 0 at the latest; a name without one (`pipe:[7]`) leaves `slash`
+    // unset or past the end. Only the byte ends the loop: a bound on `end` here would give the
+    // verifier one state per iteration (864k instructions, 11 s under TCG, in that shape).
     let mut slash = usize::MAX;
     let mut i = 0;
     while i < 257 {
-        if i >= end {
-            break;
-        }
-        let at = (end - 1 - i) & PATH_MASK;
+        let at = end.wrapping_sub(1 + i) & PATH_MASK;
         // SAFETY: `at` is masked into the 4096-byte path buffer.
         if unsafe { *(*scratch).path.as_ptr().add(at) } == b'/' {
             slash = at;
@@ -234,33 +248,10 @@ fn by_name(mut rule: OpenRule, scratch: *mut OpenScratch, len: usize) -> OpenRul
         i += 1;
     }
     if slash == usize::MAX || slash + 1 >= end {
-        return rule;
+        return None;
     }
     let name_len = end - slash - 1;
-
-    // The scope of the file's directory: `dir/` then NUL (the key buffer still holds the
-    // path's first bytes), or, for a directory too long for the key, its first bytes.
-    let dir_len = slash + 1;
-    let mut scope = 0u32;
-    // SAFETY: the writes are bounded by the key buffer's size.
-    let found = unsafe {
-        if dir_len < RULE_PATH_MAX {
-            *(*scratch)
-                .key
-                .as_mut_ptr()
-                .add(dir_len & (RULE_PATH_MAX - 1)) = 0;
-            (*scratch).prefix_len = ((dir_len + 1) * 8) as u32;
-        } else {
-            (*scratch).prefix_len = (RULE_PATH_MAX * 8) as u32;
-        }
-        let key = &*(scratch as *const Key<[u8; RULE_PATH_MAX]>);
-        OPEN_DIRS.get(key).copied()
-    };
-    if let Some(s) = found {
-        scope = s;
-    }
-
-    // Forwards: the name and its NUL, or the first bytes of a longer name.
+    // The name and its NUL, or the first (last, reversed) bytes of a longer name.
     let copy = if name_len > RULE_NAME_MAX + 1 {
         RULE_NAME_MAX + 1
     } else {
@@ -283,26 +274,53 @@ fn by_name(mut rule: OpenRule, scratch: *mut OpenScratch, len: usize) -> OpenRul
         };
         (*scratch).name_prefix_len = (bytes * 8) as u32;
     }
-    rule = lookup_names(rule, scratch, scope, false);
-
-    // Reversed: the name's last bytes, last first.
+    // Reversed, always the key's full length: the trie ignores bytes past the prefix length,
+    // and a loop with no data-dependent exit is verified once.
     let mut j = 0;
     while j < RULE_NAME_MAX + 1 {
-        if j >= copy {
-            break;
-        }
         // SAFETY: `4 + j` < NAME_KEY_MAX; the source index is masked into the path buffer.
         unsafe {
             *(*scratch)
-                .name_key
+                .suffix_key
                 .as_mut_ptr()
-                .add((4 + j) & (NAME_KEY_MAX - 1)) =
-                *(*scratch).path.as_ptr().add((end - 1 - j) & PATH_MASK);
+                .add((4 + j) & (NAME_KEY_MAX - 1)) = *(*scratch)
+                .path
+                .as_ptr()
+                .add(end.wrapping_sub(1 + j) & PATH_MASK);
         }
         j += 1;
     }
     // SAFETY: a field of this CPU's scratch value.
-    unsafe { (*scratch).name_prefix_len = ((4 + copy) * 8) as u32 };
+    unsafe { (*scratch).suffix_prefix_len = ((4 + copy) * 8) as u32 };
+    Some(slash)
+}
+
+/// `rule` made stricter by the name tries (keys filled by [`name_keys`]); the file's
+/// directory, with the `/`, picks the scope.
+#[inline(always)]
+fn by_name(mut rule: OpenRule, scratch: *mut OpenScratch, slash: usize) -> OpenRule {
+    // The scope of the file's directory: `dir/` then NUL (the key buffer still holds the
+    // path's first bytes), or, for a directory too long for the key, its first bytes.
+    let dir_len = slash + 1;
+    let mut scope = 0u32;
+    // SAFETY: the writes are bounded by the key buffer's size.
+    let found = unsafe {
+        if dir_len < RULE_PATH_MAX {
+            *(*scratch)
+                .key
+                .as_mut_ptr()
+                .add(dir_len & (RULE_PATH_MAX - 1)) = 0;
+            (*scratch).prefix_len = ((dir_len + 1) * 8) as u32;
+        } else {
+            (*scratch).prefix_len = (RULE_PATH_MAX * 8) as u32;
+        }
+        let key = &*(scratch as *const Key<[u8; RULE_PATH_MAX]>);
+        OPEN_DIRS.get(key).copied()
+    };
+    if let Some(s) = found {
+        scope = s;
+    }
+    rule = lookup_names(rule, scratch, scope, false);
     lookup_names(rule, scratch, scope, true)
 }
 
@@ -324,14 +342,23 @@ fn lookup_names(
         // SAFETY: the scope bytes are the first four of the name key; the key (prefix length
         // then bytes) is laid out as the trie's key type, and the value is copied out at once.
         let found = unsafe {
-            let key = (*scratch).name_key.as_mut_ptr();
+            let (key, prefix_len) = if suffix {
+                (
+                    (*scratch).suffix_key.as_mut_ptr(),
+                    core::ptr::addr_of!((*scratch).suffix_prefix_len),
+                )
+            } else {
+                (
+                    (*scratch).name_key.as_mut_ptr(),
+                    core::ptr::addr_of!((*scratch).name_prefix_len),
+                )
+            };
             let be = id.to_be_bytes();
             *key = be[0];
             *key.add(1) = be[1];
             *key.add(2) = be[2];
             *key.add(3) = be[3];
-            let key = &*(core::ptr::addr_of!((*scratch).name_prefix_len)
-                as *const Key<[u8; NAME_KEY_MAX]>);
+            let key = &*(prefix_len as *const Key<[u8; NAME_KEY_MAX]>);
             trie.get(key).copied()
         };
         if let Some(r) = found {
