@@ -177,7 +177,12 @@ pub fn load(
     max_tracked: u32,
 ) -> Result<Loaded, LoadError> {
     let adopted_maps = pin_dir.join("TRACKED").exists();
+    let started = std::time::Instant::now();
     let (mut ebpf, kernel_btf) = open_object(config, pin_dir, max_tracked)?;
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "object opened (BTF read, maps created or reused)"
+    );
     beat(&mut ebpf)?;
 
     let names: Vec<(String, bool)> = ebpf
@@ -258,7 +263,7 @@ pub fn load(
             path: pin.clone(),
             message: e.to_string(),
         })?;
-        info!(program = name, hook, pin = %pin.display(), "attached and pinned");
+        info!(program = name, hook, pin = %pin.display(), elapsed_ms = started.elapsed().as_millis() as u64, "attached and pinned");
         Ok(())
     };
     if backend == Backend::Lsm {
@@ -374,9 +379,15 @@ fn load_lsm(ebpf: &mut Ebpf, btf: &aya::Btf, names: &[&str]) -> Result<(), Strin
         let Some(Program::Lsm(program)) = ebpf.program_mut(name) else {
             return Err(format!("program {name} vanished"));
         };
+        let started = std::time::Instant::now();
         program
             .load(hook, btf)
             .map_err(|e| format!("loading {name}: {}", error_chain(&e)))?;
+        let insns = program
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count());
+        info!(program = name, elapsed_ms = started.elapsed().as_millis() as u64, verified_insns = ?insns, "verified");
     }
     Ok(())
 }

@@ -234,7 +234,8 @@ impl Daemon {
             .spawn()
             .expect("start interceptor daemon");
         self.child = Some(child);
-        let deadline = Instant::now() + PATIENCE;
+        let started = Instant::now();
+        let deadline = started + PATIENCE;
         let status = loop {
             if let Some(exit) = self
                 .child
@@ -257,6 +258,8 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
+        // Shown with the output of a failing test (and with --nocapture).
+        eprintln!("daemon answered after {:.2?}", started.elapsed());
         let want = match expected_backend() {
             Backend::Lsm => "lsm",
             Backend::Tracepoint => "tracepoint",
@@ -405,6 +408,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let stopping = Instant::now();
         if let Some(mut child) = self.child.take() {
             // SAFETY: signalling our own child by pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -416,7 +420,12 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         // Enforcement outlives the daemon by design; end it, or it would outlive the test.
+        let stopped = stopping.elapsed();
         let unload = self.cli(&["unload", "--pin-dir", self.pin_dir.to_str().unwrap()]);
+        eprintln!(
+            "daemon stopped in {stopped:.2?}, unloaded in {:.2?}",
+            stopping.elapsed() - stopped
+        );
         if !unload.status.success() {
             eprintln!(
                 "interceptor unload failed: {}",

@@ -89,7 +89,7 @@ pub struct VmArgs {
     #[arg(long, env = "INTERCEPTOR_VM_TEST_TIMEOUT", default_value_t = 120)]
     pub vm_test_timeout: u64,
     /// Limit for the whole VM run (boot + all tests), in seconds.
-    #[arg(long, env = "INTERCEPTOR_VM_TIMEOUT", default_value_t = 1200)]
+    #[arg(long, env = "INTERCEPTOR_VM_TIMEOUT", default_value_t = 2400)]
     pub vm_timeout: u64,
 }
 
