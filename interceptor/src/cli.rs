@@ -699,6 +699,8 @@ fn decide(socket: &Path, request: Request, json: bool) -> anyhow::Result<ExitCod
 }
 
 fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    // Taken (and removed from the environment) before any thread exists.
+    let notifier = crate::systemd::Notifier::from_env()?;
     let policy_path = match &args.policy {
         Some(path) => Some(path.clone()),
         None => Some(PathBuf::from(DEFAULT_POLICY_PATH)).filter(|p| p.exists()),
@@ -788,6 +790,7 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         listen_remote: args.listen_remote,
         approvals,
         approvals_db: args.approvals_db,
+        notifier,
     }))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -138,6 +138,8 @@ pub struct DaemonOptions {
     pub approvals: crate::approvals::config::ApprovalsConfig,
     /// The approval state database (requests, hashed review tokens, CSRF key).
     pub approvals_db: PathBuf,
+    /// systemd's notification socket (`Type=notify`), when started by systemd.
+    pub notifier: Option<crate::systemd::Notifier>,
 }
 
 /// Why the daemon could not start or stopped.
@@ -585,6 +587,33 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     }
     daemon.restore_requests().await;
     daemon.readopt_holds();
+    let notifier = options.notifier.as_ref();
+    let notify = |what: &str, sent: std::io::Result<()>| {
+        if let Err(e) = sent {
+            warn!(error = %e, "could not tell systemd {what}");
+        }
+    };
+    if let Some(n) = notifier {
+        let status = format!(
+            "enforcing with the {backend} backend, policy {}",
+            active.version
+        );
+        notify("the daemon is ready", n.ready(&status));
+        info!(watchdog = ?n.watchdog(), "told systemd the daemon is ready");
+    }
+    let reload = |why: &str| {
+        if let Some(n) = notifier {
+            notify("a reload began", n.reloading());
+        }
+        daemon.reload(why);
+        if let Some(n) = notifier {
+            let status = format!(
+                "enforcing with the {backend} backend, policy {}",
+                daemon.active().version
+            );
+            notify("the reload ended", n.ready(&status));
+        }
+    };
 
     let mut events = readable(ring)?;
     let mut heartbeat = tokio::time::interval(HEARTBEAT_PERIOD);
@@ -621,24 +650,30 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
                 }
             }
             _ = heartbeat.tick() => {
-                daemon.beat();
+                // systemd's watchdog hears from a loop that runs and a heartbeat that lands.
+                if daemon.beat() && let Some(n) = notifier {
+                    notify("the daemon is alive", n.alive());
+                }
                 daemon.record_losses();
             }
             _ = sighup.recv() => {
                 watched = daemon.policy_path.as_deref().and_then(file_stamp);
-                daemon.reload("SIGHUP");
+                reload("SIGHUP");
             }
             _ = watch.tick() => {
                 let now = daemon.policy_path.as_deref().and_then(file_stamp);
                 if now != watched {
                     watched = now;
-                    daemon.reload("the policy file changed");
+                    reload("the policy file changed");
                 }
             }
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
         }
     };
+    if let Some(n) = notifier {
+        notify("the daemon is stopping", n.stopping());
+    }
     let _ = std::fs::remove_file(&options.socket);
     if let Err(e) = daemon.lifecycle(DaemonStep::Stop, None).await {
         error!(error = %e, "the daemon's stop was not recorded in the audit log");
@@ -2557,13 +2592,17 @@ impl Daemon {
         });
     }
 
-    /// Tells the kernel the daemon is alive.
-    fn beat(&self) {
-        if let Err(e) = lock(&self.kernel)
+    /// Tells the kernel the daemon is alive; false if the kernel did not hear it.
+    fn beat(&self) -> bool {
+        match lock(&self.kernel)
             .heartbeat
             .set(0, loader::boottime_ns(), 0)
         {
-            error!(error = %e, "heartbeat failed: the kernel will refuse agent operations that need the daemon");
+            Ok(()) => true,
+            Err(e) => {
+                error!(error = %e, "heartbeat failed: the kernel will refuse agent operations that need the daemon");
+                false
+            }
         }
     }
 

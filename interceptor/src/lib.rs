@@ -34,3 +34,4 @@ pub mod open_rules;
 pub mod policy;
 pub mod procfs;
 pub mod scope;
+pub mod systemd;

@@ -153,3 +153,74 @@ fn an_exec_storm_during_100_reloads_never_gets_through() {
     assert!(refused > 0, "the storm ran during the reloads: {out}");
     assert_eq!(ran, 0, "an exec got through during a reload: {out}");
 }
+
+/// Under systemd (`Type=notify`): READY once the daemon answers, WATCHDOG from its main loop
+/// while the heartbeat reaches the kernel, RELOADING then READY around a reload, STOPPING on
+/// SIGTERM — in sd_notify(3)'s format, on the socket named by `$NOTIFY_SOCKET`.
+#[test]
+fn systemd_hears_ready_watchdog_reload_and_stop() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TestDir::new("notify");
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 1024];
+        let n = socket.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    // The first notification that is not a watchdog ping.
+    let next_state = || loop {
+        let msg = recv();
+        if msg != "WATCHDOG=1" {
+            break msg;
+        }
+    };
+    let tool = dir.probe_copy("tool-a");
+    let mut daemon = Daemon::start_with_env(
+        &dir,
+        &[],
+        &[],
+        &[
+            ("NOTIFY_SOCKET", path.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("10000000")),
+        ],
+    );
+    // Daemon::start returned once the control socket answered: READY was sent before that.
+    let backend = match expected_backend() {
+        Backend::Lsm => "lsm",
+        Backend::Tracepoint => "tracepoint",
+    };
+    let version = daemon.json(&["status", "--json"])["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        recv(),
+        format!("READY=1\nSTATUS=enforcing with the {backend} backend, policy {version}")
+    );
+    assert_eq!(recv(), "WATCHDOG=1", "the main loop pets the watchdog");
+
+    let old = daemon.json(&["status", "--json"])["policy_version"].clone();
+    std::fs::write(dir.join("policy.toml"), deny_policy(&[("no-a", &tool)])).unwrap();
+    sighup(&daemon);
+    let new = wait_version_change(&daemon, &old)["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reloading = next_state();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    assert_eq!(
+        next_state(),
+        format!("READY=1\nSTATUS=enforcing with the {backend} backend, policy {new}")
+    );
+
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}\n{}", daemon.log_text());
+    assert!(next_state().starts_with("STOPPING=1\n"));
+}

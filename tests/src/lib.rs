@@ -137,6 +137,8 @@ pub struct Daemon {
     pub pin_dir: PathBuf,
     log: PathBuf,
     args: Vec<std::ffi::OsString>,
+    /// Environment variables set for the daemon process only.
+    env: Vec<(String, std::ffi::OsString)>,
     /// How `interceptor audit` finds this daemon's log: `--db PATH` or `--db-url URL`.
     pub audit_args: Vec<String>,
 }
@@ -156,6 +158,17 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with more `interceptor daemon` arguments.
     pub fn start_with(dir: &TestDir, rules: &[Rule<'_>], extra: &[&str]) -> Self {
+        Self::start_with_env(dir, rules, extra, &[])
+    }
+
+    /// Like [`Daemon::start_with`], with environment variables for the daemon (as systemd
+    /// would set them).
+    pub fn start_with_env(
+        dir: &TestDir,
+        rules: &[Rule<'_>],
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let socket = dir.join("control.sock");
         let policy = dir.join("policy.toml");
         // A test may write its own policy first; otherwise the daemon gets an empty one.
@@ -213,6 +226,10 @@ impl Daemon {
             pin_dir,
             log: dir.join("daemon.log"),
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_os_string()))
+                .collect(),
             audit_args,
         };
         daemon.spawn();
@@ -229,6 +246,7 @@ impl Daemon {
             .expect("open daemon log");
         let child = Command::new(interceptor_bin())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file)
             .spawn()
@@ -277,6 +295,14 @@ impl Daemon {
         let mut child = self.child.take().expect("daemon running");
         child.kill().expect("SIGKILL the daemon");
         child.wait().expect("reap the daemon");
+    }
+
+    /// Stops the daemon with SIGTERM, as systemd does, and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        // SAFETY: signalling our own child by pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        child.wait().expect("reap the daemon")
     }
 
     /// Starts a new daemon with the same arguments (and pins) as the first.
