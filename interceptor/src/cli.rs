@@ -65,9 +65,11 @@ pub enum Command_ {
     /// Run a command as an agent: it and everything it starts are tracked in the kernel.
     ///
     /// Registers with the daemon, then becomes CMD (same pid), so the exit status is CMD's.
-    /// Refuses to run CMD when the daemon is not running.
+    /// Refuses to run CMD when the daemon is not running (unless --allow-unprotected).
     ///
     /// Example: interceptor run --agent copilot -- bash -c 'make deploy'
+    ///
+    /// Example: interceptor run --agent ops-bot --rationale "rotate the staging TLS cert (OPS-112)" -- ./rotate.sh
     Run(RunArgs),
 
     /// List, show, approve or deny held operations (as a configured reviewer's uid, from
@@ -280,6 +282,17 @@ pub struct RunArgs {
     /// Agent name reported in events and approval requests.
     #[arg(long, default_value = "agent")]
     pub agent: String,
+
+    /// What the agent is about to do and why, shown to reviewers (unverified) on its
+    /// approval requests, as `interceptor context --rationale` does from inside the agent.
+    #[arg(long, value_name = "TEXT")]
+    pub rationale: Option<String>,
+
+    /// Run the command even when no daemon is running, unprotected and untracked (a
+    /// warning says so). Without it, `run` refuses: an agent is never started unguarded
+    /// by accident.
+    #[arg(long)]
+    pub allow_unprotected: bool,
 
     /// The command to run as the agent.
     #[arg(
@@ -826,15 +839,33 @@ fn run_agent(socket: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             agent: args.agent.clone(),
         },
     ) {
-        Ok(response) => response,
+        Ok(response) => Some(response),
+        Err(e @ ClientError::NotRunning { .. }) if args.allow_unprotected => {
+            tracing::warn!(
+                "{e}; running the agent UNPROTECTED and untracked, as --allow-unprotected asks"
+            );
+            None
+        }
         Err(e @ ClientError::NotRunning { .. }) => {
-            bail!("{e}; refusing to run the agent unprotected (start it with `interceptor daemon`)")
+            bail!(
+                "{e}; refusing to run the agent unprotected (start it with `interceptor daemon` or `systemctl start interceptor`, or pass --allow-unprotected to run it anyway)"
+            )
         }
         Err(e) => return Err(e).context("registering the agent with the daemon"),
     };
-    let Response::Registered { .. } = response else {
-        bail!("the daemon answered the registration with something else");
-    };
+    if let Some(response) = response {
+        let Response::Registered { .. } = response else {
+            bail!("the daemon answered the registration with something else");
+        };
+        if let Some(rationale) = args.rationale {
+            // This process is the agent now: the daemon files the rationale under its name.
+            match control::call(socket, &Request::Context { rationale }) {
+                Ok(Response::ContextSet { .. }) => {}
+                Ok(_) => bail!("the daemon answered the rationale with something else"),
+                Err(e) => return Err(e).context("giving the daemon the agent's rationale"),
+            }
+        }
+    }
     let (program, rest) = args.command.split_first().context("no command given")?;
     // exec() only returns on failure; on success this process is the agent from here on.
     let err = Command::new(program).args(rest).exec();

@@ -126,3 +126,51 @@ fn run_refuses_without_a_daemon() {
     );
     assert!(!marker.exists(), "the agent must not run unprotected");
 }
+
+#[test]
+fn run_allow_unprotected_runs_the_command_with_a_warning() {
+    let dir = TestDir::new("unprotected");
+    let marker = dir.join("marker");
+    let out = std::process::Command::new(interceptor_bin())
+        .args([
+            "--socket",
+            dir.join("absent.sock").to_str().unwrap(),
+            "run",
+            "--allow-unprotected",
+            "--",
+        ])
+        .arg(probe_bin())
+        .args(["exit", "7"])
+        .output()
+        .expect("run interceptor");
+    assert_eq!(out.status.code(), Some(7), "the command's own exit status");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("UNPROTECTED"), "{stderr}");
+    assert!(!marker.exists());
+}
+
+#[test]
+fn run_rationale_reaches_the_reviewer() {
+    let dir = TestDir::new("run-rationale");
+    let tool = dir.probe_copy("release-tool");
+    let daemon = Daemon::start(&dir, &[interceptor_integration::Rule::HoldExec(&tool)]);
+    let mut cmd = daemon.command(&[
+        "run",
+        "--agent",
+        "release-bot",
+        "--rationale",
+        "tagging release 4.2 (REL-9)",
+        "--",
+    ]);
+    cmd.arg(&tool).args(["exit", "0"]);
+    let agent = Spawned::start(cmd);
+    let request = daemon.wait_pending(agent.pid());
+    let id = request["id"].to_string();
+    let shown = daemon.json(&["approvals", "show", &id, "--json"]);
+    assert_eq!(
+        shown["notice"]["rationale"], "tagging release 4.2 (REL-9)",
+        "{shown:#}"
+    );
+    daemon.json(&["approvals", "approve", &id, "--json"]);
+    assert_eq!(fate(agent.finish().0), "exit:0");
+}
