@@ -6,26 +6,9 @@
 use std::{os::unix::process::CommandExt as _, process::Command};
 
 use interceptor_integration::{
-    Backend, Daemon, Rule, Spawned, TestCgroup, TestDir, expected_backend, fate, in_cgroup,
-    probe_bin, probe_value,
+    Backend, Daemon, Rule, Spawned, TestCgroup, TestDir, expected_backend, expected_refusal, fate,
+    in_cgroup, probe_bin, probe_value, refused_spawn,
 };
-
-/// The outcome of spawning the denied binary directly, for an agent on this backend.
-fn refused_spawn(mut cmd: Command) -> String {
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    match cmd.status() {
-        Ok(status) => fate(status),
-        Err(e) => format!("spawn-errno:{}", e.raw_os_error().unwrap_or(-1)),
-    }
-}
-
-fn expected_refusal() -> &'static str {
-    match expected_backend() {
-        Backend::Lsm => "spawn-errno:1",
-        Backend::Tracepoint => "signal:9",
-    }
-}
 
 #[test]
 fn agents_by_uid() {

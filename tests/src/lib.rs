@@ -14,7 +14,10 @@
 use std::{
     fs,
     io::Read as _,
-    os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _},
+    os::unix::{
+        fs::PermissionsExt as _,
+        process::{CommandExt as _, ExitStatusExt as _},
+    },
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -139,6 +142,9 @@ pub struct Daemon {
     args: Vec<std::ffi::OsString>,
     /// Environment variables set for the daemon process only.
     env: Vec<(String, std::ffi::OsString)>,
+    /// Capability bounding set the daemon runs with, as a systemd unit's
+    /// `CapabilityBoundingSet=` (with `NoNewPrivileges=yes`) would leave it; `None`: all.
+    bounding_caps: Option<Vec<u32>>,
     /// How `interceptor audit` finds this daemon's log: `--db PATH` or `--db-url URL`.
     pub audit_args: Vec<String>,
 }
@@ -164,6 +170,17 @@ impl Daemon {
     /// Like [`Daemon::start_with`], with environment variables for the daemon (as systemd
     /// would set them).
     pub fn start_with_env(
+        dir: &TestDir,
+        rules: &[Rule<'_>],
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
+        let mut daemon = Self::start_with_env_unspawned(dir, rules, extra, env);
+        daemon.spawn();
+        daemon
+    }
+
+    fn start_with_env_unspawned(
         dir: &TestDir,
         rules: &[Rule<'_>],
         extra: &[&str],
@@ -220,7 +237,7 @@ impl Daemon {
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
         args.extend(extra.iter().map(Into::into));
-        let mut daemon = Daemon {
+        Daemon {
             child: None,
             socket,
             pin_dir,
@@ -231,9 +248,22 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_os_string()))
                 .collect(),
             audit_args,
-        };
+            bounding_caps: None,
+        }
+    }
+
+    /// Like [`Daemon::start_with`], with the daemon confined to the capability bounding set
+    /// `caps` (capability numbers) and no new privileges, as systemd starts it.
+    pub fn start_confined(dir: &TestDir, rules: &[Rule<'_>], extra: &[&str], caps: &[u32]) -> Self {
+        let mut daemon = Self::start_with_env_unspawned(dir, rules, extra, &[]);
+        daemon.bounding_caps = Some(caps.to_vec());
         daemon.spawn();
         daemon
+    }
+
+    /// The daemon process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
     }
 
     /// Starts the daemon process (appending to its log) and waits until it answers with the
@@ -244,13 +274,33 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("open daemon log");
-        let child = Command::new(interceptor_bin())
-            .args(&self.args)
+        let mut cmd = Command::new(interceptor_bin());
+        cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start interceptor daemon");
+            .stderr(log_file);
+        if let Some(keep) = self.bounding_caps.clone() {
+            let last: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .expect("read cap_last_cap")
+                .trim()
+                .parse()
+                .expect("cap_last_cap is a number");
+            // SAFETY: only async-signal-safe prctl calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for cap in (0..=last).filter(|c| !keep.contains(c)) {
+                        if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start interceptor daemon");
         self.child = Some(child);
         let started = Instant::now();
         let deadline = started + PATIENCE;
@@ -640,5 +690,23 @@ pub fn fate(status: ExitStatus) -> String {
         (Some(code), _) => format!("exit:{code}"),
         (None, Some(sig)) => format!("signal:{sig}"),
         _ => "unknown".into(),
+    }
+}
+
+/// How a spawn attempt of a refused exec ended: `spawn-errno:N` when execve failed (the
+/// lsm backend), or the child's fate (`signal:9` under the tracepoint backend).
+pub fn refused_spawn(mut cmd: Command) -> String {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    match cmd.status() {
+        Ok(status) => fate(status),
+        Err(e) => format!("spawn-errno:{}", e.raw_os_error().unwrap_or(-1)),
+    }
+}
+
+/// What [`refused_spawn`] reports for a denied exec under the expected backend.
+pub fn expected_refusal() -> &'static str {
+    match expected_backend() {
+        Backend::Lsm => "spawn-errno:1",
+        Backend::Tracepoint => "signal:9",
     }
 }
