@@ -140,6 +140,26 @@ pub enum Command_ {
         json: bool,
     },
 
+    /// Print a shell completion script for this command line.
+    ///
+    /// Example: interceptor completions bash > /etc/bash_completion.d/interceptor
+    ///
+    /// Example: interceptor completions zsh > "${fpath[1]}/_interceptor"
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+
+    /// Write the man pages of every command into DIR: interceptor.1, interceptor-daemon.1,
+    /// interceptor-approvals-list.1, ...
+    ///
+    /// Example: interceptor man --out /usr/local/share/man/man1
+    Man {
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+
     /// Show the backend in force, what it guarantees, and the kernel's failure counters.
     Status {
         /// Print JSON.
@@ -523,6 +543,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command_::Policy(command) => crate::policy::cli::run(command, &cli.socket),
+        Command_::Completions { shell } => {
+            crate::cli_docs::completions(shell, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command_::Man { out } => {
+            let pages = crate::cli_docs::man_pages(&out)?;
+            println!("wrote {} man pages into {}", pages.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command_::Audit(args) => crate::audit::cli::run(args),
         Command_::Doctor {
             pin_dir,

@@ -22,6 +22,7 @@ pub mod approvals;
 pub mod audit;
 pub mod btf;
 pub mod cli;
+pub mod cli_docs;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
