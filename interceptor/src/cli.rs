@@ -140,6 +140,10 @@ pub enum Command_ {
         json: bool,
     },
 
+    /// The daemon's configuration file (/etc/interceptor/interceptor.toml).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+
     /// Print a shell completion script for this command line.
     ///
     /// Example: interceptor completions bash > /etc/bash_completion.d/interceptor
@@ -183,6 +187,13 @@ pub enum Command_ {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
+    /// Configuration file: each key is one of these flags without its dashes; flags and
+    /// their environment variables win over it. A missing file at the default path is
+    /// fine, a missing file named here is an error.
+    #[arg(long, env = "INTERCEPTOR_CONFIG", value_name = "PATH",
+          default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
     /// Policy file. Default: /etc/interceptor/policy.toml if it exists, else the built-in
     /// policy (policies/default.toml).
     #[arg(long)]
@@ -322,6 +333,26 @@ pub struct RunArgs {
         value_name = "CMD"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration file with every key commented out at its default (the file
+    /// the package installs).
+    ///
+    /// Example: interceptor config defaults > /etc/interceptor/interceptor.toml
+    Defaults,
+    /// Check a configuration file: every key a daemon flag, every value one it accepts.
+    ///
+    /// Example: interceptor config check /etc/interceptor/interceptor.toml
+    Check {
+        /// The file to check.
+        #[arg(default_value = crate::config::DEFAULT_CONFIG_PATH)]
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -543,6 +574,37 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command_::Policy(command) => crate::policy::cli::run(command, &cli.socket),
+        Command_::Config(ConfigCommand::Defaults) => {
+            print!("{}", crate::config::defaults());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command_::Config(ConfigCommand::Check { path, json }) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let settings = crate::config::settings(&text, &path)?;
+            let words = |s: &crate::config::Setting| -> Vec<String> {
+                s.words
+                    .iter()
+                    .map(|w| w.to_string_lossy().into_owned())
+                    .collect()
+            };
+            if json {
+                let map: serde_json::Map<String, serde_json::Value> = settings
+                    .iter()
+                    .map(|s| (s.key.clone(), words(s).into()))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "path": path, "ok": true, "settings": map })
+                );
+            } else {
+                println!("{}: ok, {} setting(s)", path.display(), settings.len());
+                for s in &settings {
+                    println!("  {:<24} {}", s.key, words(s).join(" "));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command_::Completions { shell } => {
             crate::cli_docs::completions(shell, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
@@ -743,6 +805,9 @@ fn decide(socket: &Path, request: Request, json: bool) -> anyhow::Result<ExitCod
 fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
     // Taken (and removed from the environment) before any thread exists.
     let notifier = crate::systemd::Notifier::from_env()?;
+    if args.config.exists() {
+        tracing::info!(config = %args.config.display(), "configuration file read");
+    }
     let policy_path = match &args.policy {
         Some(path) => Some(path.clone()),
         None => Some(PathBuf::from(DEFAULT_POLICY_PATH)).filter(|p| p.exists()),
@@ -769,10 +834,11 @@ fn run_daemon(socket: PathBuf, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     // The daemon's own configuration is never an agent's to read or change.
     let mut daemon_files = vec![DAEMON_CONFIG_DIR.to_string()];
-    if let Some(path) = args
+    for path in args
         .policy
-        .as_ref()
-        .and_then(|p| std::fs::canonicalize(p).ok())
+        .iter()
+        .chain([&args.config])
+        .filter_map(|p| std::fs::canonicalize(p).ok())
     {
         daemon_files.push(path.display().to_string());
     }

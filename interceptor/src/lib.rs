@@ -23,6 +23,7 @@ pub mod audit;
 pub mod btf;
 pub mod cli;
 pub mod cli_docs;
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod doctor;

@@ -1,11 +1,16 @@
 use std::{io::IsTerminal as _, process::ExitCode};
 
-use clap::Parser as _;
-use interceptor::cli::{Cli, Command_, LogFormat};
+use interceptor::cli::{Command_, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match interceptor::config::parse_cli() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("interceptor: error: configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if !matches!(cli.command, Command_::Daemon(_)) {
         // A reader that goes away (`| head`) ends a listing quietly, as with other tools.
         // SAFETY: restoring the default disposition of a signal.
