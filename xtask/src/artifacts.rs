@@ -41,14 +41,19 @@ struct Artifact {
     executable: Option<PathBuf>,
 }
 
-pub fn build(ws: &Workspace) -> Result<Artifacts> {
-    let daemon = find_bin(
+/// The static release daemon alone.
+pub fn build_daemon(ws: &Workspace) -> Result<PathBuf> {
+    find_bin(
         &cargo_json(ws, &["build", "-p", DAEMON_PACKAGE])?,
         DAEMON_BIN,
     )
     .with_context(|| {
         format!("cargo reported no `{DAEMON_BIN}` binary for package {DAEMON_PACKAGE}")
-    })?;
+    })
+}
+
+pub fn build(ws: &Workspace) -> Result<Artifacts> {
+    let daemon = build_daemon(ws)?;
 
     let test_artifacts = cargo_json(ws, &["test", "-p", TESTS_PACKAGE, "--no-run"])?;
     let mut tests: Vec<TestExe> = Vec::new();
@@ -96,13 +101,7 @@ pub struct BenchArtifacts {
 }
 
 pub fn build_bench(ws: &Workspace) -> Result<BenchArtifacts> {
-    let daemon = find_bin(
-        &cargo_json(ws, &["build", "-p", DAEMON_PACKAGE])?,
-        DAEMON_BIN,
-    )
-    .with_context(|| {
-        format!("cargo reported no `{DAEMON_BIN}` binary for package {DAEMON_PACKAGE}")
-    })?;
+    let daemon = build_daemon(ws)?;
     let bench = find_bin(
         &cargo_json(ws, &["build", "-p", TESTS_PACKAGE, "--bin", BENCH_BIN])?,
         BENCH_BIN,

@@ -8,11 +8,14 @@
 //!   has BPF LSM (lsm backend).
 //! - `vm`: run tier 3 alone (optionally with test binaries given on the command line).
 //! - `daemon`: build and start the daemon on this machine.
+//! - `package`: build the Debian package (target/debian/); tier 4 of `test` also installs it
+//!   into a scratch root and checks it.
 //! - `bench`: benchmarks against the design's targets (`kernel`: exec/open overhead and
 //!   held-exec latency on the host and in the VM; `audit`: the audit-log pipeline).
 
 mod artifacts;
 mod bench;
+mod package;
 mod postgres;
 mod setup;
 mod test;
@@ -46,8 +49,9 @@ enum Command {
     },
     /// Run the test tiers (default: 1, 2 and 3 in order).
     Test {
-        /// Tier(s) to run: 1 = unit, 2 = host-root integration, 3 = VM integration.
-        #[arg(long = "tier", value_parser = clap::value_parser!(u8).range(1..=3))]
+        /// Tier(s) to run: 1 = unit, 2 = host-root integration, 3 = VM integration,
+        /// 4 = the Debian package (built, installed into a scratch root, checked).
+        #[arg(long = "tier", value_parser = clap::value_parser!(u8).range(1..=4))]
         tiers: Vec<u8>,
         #[command(flatten)]
         vm: VmArgs,
@@ -73,6 +77,9 @@ enum Command {
     /// Benchmarks, reported against the design's targets (docs/benchmarks.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Build the Debian package into target/debian/ (static daemon, unit, config, policies,
+    /// man pages, completions).
+    Package,
     /// Build the daemon and run `interceptor daemon ARGS...` (needs root).
     // Every argument, --help included, belongs to the daemon.
     #[command(disable_help_flag = true)]
@@ -166,6 +173,11 @@ fn run() -> Result<()> {
         Command::Bench(command) => {
             setup::run(&ws, setup::Verbosity::Quiet)?;
             bench::run(&ws, command)
+        }
+        Command::Package => {
+            setup::run(&ws, setup::Verbosity::Quiet)?;
+            let daemon = artifacts::build_daemon(&ws)?;
+            package::build(&ws, &daemon).map(|_| ())
         }
         Command::Daemon { args } => daemon(&ws, args),
     }

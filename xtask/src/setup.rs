@@ -16,7 +16,8 @@ use crate::util::{self, output_checked, probe_output, run_checked};
 /// bpftool for debugging, cpio to pack the initramfs, a PostgreSQL server for the audit
 /// log's tests (tier 1 starts a throwaway cluster; see postgres.rs), and a headless
 /// Chromium with its WebDriver for tier 2's browser tests of the review page (with a font,
-/// or the screenshots they save show boxes instead of text).
+/// or the screenshots they save show boxes instead of text). systemd for the package tier's
+/// `systemd-analyze verify` and `security` of the shipped unit.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "qemu-system-x86",
@@ -28,6 +29,7 @@ const APT_PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "fonts-dejavu-core",
+    "systemd",
 ];
 
 /// Programs the tests start by path, and the package that ships each. Checked after the
@@ -36,9 +38,12 @@ const APT_PACKAGES: &[&str] = &[
 const APT_BINARIES: &[(&str, &str)] = &[
     ("/usr/bin/chromium", "chromium"),
     ("/usr/bin/chromedriver", "chromium-driver"),
+    ("/usr/bin/systemd-analyze", "systemd"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Builds the Debian package (`cargo xtask package`, test tier 4).
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// The VM kernel: Debian bookworm-security's 6.12 cloud kernel, which has CONFIG_BPF_LSM=y,
@@ -81,6 +86,7 @@ pub fn run(ws: &Workspace, verbosity: Verbosity) -> Result<()> {
         &format!("bpf-linker {BPF_LINKER_VERSION}"),
         Setup::bpf_linker,
     )?;
+    s.step(&format!("cargo-deb {CARGO_DEB_VERSION}"), Setup::cargo_deb)?;
     s.step("VM kernel", Setup::vm_kernel)?;
     s.step("VM busybox", Setup::vm_busybox)?;
     if verbosity == Verbosity::Report {
@@ -234,6 +240,27 @@ impl<'a> Setup<'a> {
                         // Without it bpf-linker's build looks for LLVM in /usr and fails on -lLLVM.
                         .env("LLVM_PREFIX", LLVM_PREFIX),
                 )
+            }),
+        ))
+    }
+
+    fn cargo_deb(&self) -> Result<Check<'_>> {
+        ensure_on_path(&cargo_home().join("bin"));
+        let version = probe_output(Command::new("cargo-deb").arg("--version")).unwrap_or_default();
+        if version.split_whitespace().any(|w| w == CARGO_DEB_VERSION) {
+            return Ok(Check::Present(String::new()));
+        }
+        Ok(Check::Missing(
+            "with cargo install (~100 s)".into(),
+            Box::new(|| {
+                run_checked(Command::new("cargo").args([
+                    "install",
+                    "cargo-deb",
+                    "--version",
+                    CARGO_DEB_VERSION,
+                    "--locked",
+                    "--force",
+                ]))
             }),
         ))
     }

@@ -7,6 +7,8 @@
 //!   tests drive Debian's headless Chromium (installed by setup) and leave screenshots in
 //!   target/test-artifacts/.
 //! - tier 3 vm: the same binaries inside a QEMU VM with BPF LSM (lsm backend).
+//! - tier 4 package: the Debian package built from the same static daemon, installed into a
+//!   scratch root and checked, the systemd unit verified and scored (see package.rs).
 //!
 //! A failing tier does not stop the later ones; the exit status is non-zero if any failed.
 
@@ -17,6 +19,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::artifacts::{self, Artifacts, TestExe};
+use crate::package;
 use crate::postgres;
 use crate::util::{self, Counts};
 use crate::vm::{self, VmInputs, VmOptions};
@@ -92,7 +95,7 @@ fn vm_tests(tests: &[TestExe]) -> Vec<TestExe> {
 
 pub fn run(ws: &Workspace, tiers: &[u8], vm_args: VmArgs) -> Result<()> {
     let mut tiers = if tiers.is_empty() {
-        vec![1, 2, 3]
+        vec![1, 2, 3, 4]
     } else {
         tiers.to_vec()
     };
@@ -107,6 +110,18 @@ pub fn run(ws: &Workspace, tiers: &[u8], vm_args: VmArgs) -> Result<()> {
             1 => timed("tier 1 unit", |counts, _| tier1(ws, counts)),
             2 => timed("tier 2 host-root", |counts, _| {
                 tier2(ws, &mut builds, counts)
+            }),
+            4 => timed("tier 4 package", |counts, note| {
+                let a = builds.get()?;
+                let deb = package::build(ws, &a.daemon)?;
+                let report = package::check(ws, &deb)?;
+                // One check that passed: the package as a whole.
+                counts.passed += 1;
+                *note = Some(format!(
+                    "systemd-analyze security exposure {:.1}; {} system calls traced, all admitted by the unit's filter",
+                    report.exposure, report.syscalls
+                ));
+                Ok(())
             }),
             _ => timed("tier 3 vm", |counts, note| {
                 let a = builds.get()?;
