@@ -18,6 +18,7 @@ const DAEMON_BIN: &str = "interceptor";
 const TESTS_PACKAGE: &str = "interceptor-integration";
 const PROBE_BIN: &str = "interceptor-probe";
 const BENCH_BIN: &str = "interceptor-bench";
+const DEMO_BIN: &str = "interceptor-demo";
 
 /// A libtest executable and the short name it goes by (its cargo target name).
 #[derive(Clone, Debug)]
@@ -90,6 +91,28 @@ pub fn build(ws: &Workspace) -> Result<Artifacts> {
         daemon,
         probe,
         tests,
+    })
+}
+
+/// What `cargo xtask demo` runs: the static daemon, the probe and the demo's driver.
+pub struct DemoArtifacts {
+    pub daemon: PathBuf,
+    pub probe: PathBuf,
+    pub demo: PathBuf,
+}
+
+pub fn build_demo(ws: &Workspace) -> Result<DemoArtifacts> {
+    let daemon = build_daemon(ws)?;
+    let bins = cargo_json(ws, &["build", "-p", TESTS_PACKAGE, "--bins"])?;
+    let find = |name: &str| {
+        find_bin(&bins, name).with_context(|| {
+            format!("cargo reported no `{name}` binary for package {TESTS_PACKAGE}")
+        })
+    };
+    Ok(DemoArtifacts {
+        daemon,
+        probe: find(PROBE_BIN)?,
+        demo: find(DEMO_BIN)?,
     })
 }
 

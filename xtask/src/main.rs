@@ -8,6 +8,8 @@
 //!   has BPF LSM (lsm backend).
 //! - `vm`: run tier 3 alone (optionally with test binaries given on the command line).
 //! - `daemon`: build and start the daemon on this machine.
+//! - `demo`: the product story in one command (daemon, a scripted agent, a reviewer's
+//!   approve and deny, the audit trail).
 //! - `package`: build the Debian package (target/debian/); tier 4 of `test` also installs it
 //!   into a scratch root and checks it.
 //! - `bench`: benchmarks against the design's targets (`kernel`: exec/open overhead and
@@ -15,6 +17,7 @@
 
 mod artifacts;
 mod bench;
+mod demo;
 mod package;
 mod postgres;
 mod setup;
@@ -77,6 +80,10 @@ enum Command {
     /// Benchmarks, reported against the design's targets (docs/benchmarks.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run the demo: the daemon with the default policy, a scripted agent whose dump is
+    /// held and denied and whose setuid change is held and approved, then the audit trail
+    /// (needs root).
+    Demo,
     /// Build the Debian package into target/debian/ (static daemon, unit, config, policies,
     /// man pages, completions).
     Package,
@@ -173,6 +180,10 @@ fn run() -> Result<()> {
         Command::Bench(command) => {
             setup::run(&ws, setup::Verbosity::Quiet)?;
             bench::run(&ws, command)
+        }
+        Command::Demo => {
+            setup::run(&ws, setup::Verbosity::Quiet)?;
+            demo::run(&ws).map(|_| ())
         }
         Command::Package => {
             setup::run(&ws, setup::Verbosity::Quiet)?;

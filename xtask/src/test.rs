@@ -7,8 +7,9 @@
 //!   tests drive Debian's headless Chromium (installed by setup) and leave screenshots in
 //!   target/test-artifacts/.
 //! - tier 3 vm: the same binaries inside a QEMU VM with BPF LSM (lsm backend).
-//! - tier 4 package: the Debian package built from the same static daemon, installed into a
-//!   scratch root and checked, the systemd unit verified and scored (see package.rs).
+//! - tier 4 package and demo: the Debian package built from the same static daemon,
+//!   installed into a scratch root and checked, the systemd unit verified and scored (see
+//!   package.rs); then `cargo xtask demo`, its transcript checked (demo.rs).
 //!
 //! A failing tier does not stop the later ones; the exit status is non-zero if any failed.
 
@@ -19,6 +20,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::artifacts::{self, Artifacts, TestExe};
+use crate::demo;
 use crate::package;
 use crate::postgres;
 use crate::util::{self, Counts};
@@ -111,16 +113,21 @@ pub fn run(ws: &Workspace, tiers: &[u8], vm_args: VmArgs) -> Result<()> {
             2 => timed("tier 2 host-root", |counts, _| {
                 tier2(ws, &mut builds, counts)
             }),
-            4 => timed("tier 4 package", |counts, note| {
+            4 => timed("tier 4 package+demo", |counts, note| {
                 let a = builds.get()?;
                 let deb = package::build(ws, &a.daemon)?;
                 let report = package::check(ws, &deb)?;
-                // One check that passed: the package as a whole.
+                // Two checks: the package as a whole, then the demo.
                 counts.passed += 1;
                 *note = Some(format!(
                     "systemd-analyze security exposure {:.1}; {} system calls traced, all admitted by the unit's filter",
                     report.exposure, report.syscalls
                 ));
+                if !util::is_root() {
+                    bail!("the demo needs root (it loads eBPF programs)");
+                }
+                demo::run_built(&artifacts::build_demo(ws)?)?;
+                counts.passed += 1;
                 Ok(())
             }),
             _ => timed("tier 3 vm", |counts, note| {
