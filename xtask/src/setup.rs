@@ -17,7 +17,8 @@ use crate::util::{self, output_checked, probe_output, run_checked};
 /// log's tests (tier 1 starts a throwaway cluster; see postgres.rs), and a headless
 /// Chromium with its WebDriver for tier 2's browser tests of the review page (with a font,
 /// or the screenshots they save show boxes instead of text). systemd for the package tier's
-/// `systemd-analyze verify` and `security` of the shipped unit.
+/// `systemd-analyze verify` and `security` of the shipped unit, strace for its check of the
+/// unit's system call filter.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "qemu-system-x86",
@@ -30,6 +31,7 @@ const APT_PACKAGES: &[&str] = &[
     "chromium-driver",
     "fonts-dejavu-core",
     "systemd",
+    "strace",
 ];
 
 /// Programs the tests start by path, and the package that ships each. Checked after the
@@ -39,6 +41,7 @@ const APT_BINARIES: &[(&str, &str)] = &[
     ("/usr/bin/chromium", "chromium"),
     ("/usr/bin/chromedriver", "chromium-driver"),
     ("/usr/bin/systemd-analyze", "systemd"),
+    ("/usr/bin/strace", "strace"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
