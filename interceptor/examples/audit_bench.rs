@@ -41,6 +41,7 @@ fn event(i: u64) -> AuditEvent {
         operation: Operation::Exec,
         process: ProcessInfo {
             agent: "copilot".into(),
+            session: None,
             pid: 10_000 + (i % 30_000) as u32,
             ppid: 9_999,
             uid: 1000,

@@ -314,6 +314,12 @@ pub struct RunArgs {
     #[arg(long, default_value = "agent")]
     pub agent: String,
 
+    /// The session this run belongs to (a conversation, a job, a ticket), carried by the
+    /// kernel to everything the command starts and shown with its events, requests and audit
+    /// rows. Each session is its own identity: its grants and rationale are its own.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+
     /// What the agent is about to do and why, shown to reviewers (unverified) on its
     /// approval requests, as `interceptor context --rationale` does from inside the agent.
     #[arg(long, value_name = "TEXT")]
@@ -731,6 +737,9 @@ fn print_approval(r: &control::ApprovalDetail) {
         "  agent:      {} (pid {}, uid {}) on {}",
         n.agent, n.pid, n.uid, n.host
     );
+    if let Some(session) = &n.session {
+        println!("  session:    {session}");
+    }
     println!("  binary:     {}", n.exe);
     println!(
         "  argv:       {}",
@@ -932,6 +941,7 @@ fn run_agent(socket: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         socket,
         &Request::Register {
             agent: args.agent.clone(),
+            session: args.session.clone(),
         },
     ) {
         Ok(response) => Some(response),
@@ -1012,6 +1022,9 @@ fn print_pending(requests: &[PendingView]) {
         );
         if let Some(reason) = &r.reason {
             println!("      reason: {reason}");
+        }
+        if let Some(session) = &r.session {
+            println!("      session: {session}");
         }
         if r.mapped {
             println!(

@@ -22,7 +22,12 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Track the calling process (and everything it starts) as agent `agent`.
-    Register { agent: String },
+    Register {
+        agent: String,
+        /// The session this launch belongs to; absent: none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
     /// Backend, counters and sizes.
     Status,
     /// Held operations waiting for a decision.
@@ -257,6 +262,10 @@ pub struct PendingView {
     /// For opens: the access modes asked for.
     pub access: Vec<String>,
     pub agent: String,
+    /// The session the agent was launched in (`interceptor run --session`), inherited by
+    /// everything it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
@@ -296,6 +305,10 @@ pub struct ExecRecord {
     /// `exec`, or `exec_denied` for an exec refused in bprm_check_security.
     pub kind: String,
     pub agent: String,
+    /// The session the agent was launched in (`interceptor run --session`), inherited by
+    /// everything it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     pub agent_id: u32,
     pub pid: u32,
     pub tid: u32,
@@ -415,6 +428,11 @@ mod tests {
         for request in [
             Request::Register {
                 agent: "copilot".into(),
+                session: None,
+            },
+            Request::Register {
+                agent: "copilot".into(),
+                session: Some("ticket-42".into()),
             },
             Request::Status,
             Request::ListApprovals,

@@ -767,6 +767,7 @@ fn pending_view(
         .into(),
         access: record.access.clone(),
         agent: record.agent.clone(),
+        session: record.session.clone(),
         pid,
         // Open events carry no parent; /proc has it.
         ppid: if record.ppid != 0 {
@@ -1011,7 +1012,7 @@ async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
 impl Daemon {
     async fn handle(self: &Arc<Self>, request: Request, peer: UCred) -> Response {
         let result = match request {
-            Request::Register { agent } => self.register(&agent, peer),
+            Request::Register { agent, session } => self.register(&agent, session.as_deref(), peer),
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
             Request::Context { rationale } => self.set_context(&rationale, peer),
             Request::ListApprovals => self.authorize_reviewer(peer).map(|_| Response::Approvals {
@@ -1085,8 +1086,16 @@ impl Daemon {
     }
 
     /// Tracks the caller (by its peer pid) as agent `agent`.
-    fn register(&self, agent: &str, peer: UCred) -> Result<Response, String> {
+    fn register(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        peer: UCred,
+    ) -> Result<Response, String> {
         validate_agent_name(agent)?;
+        if let Some(session) = session {
+            validate_session(agent, session)?;
+        }
         let (pid, start_ticks) = peer_process(peer)?;
         if let Some(existing) = self.tracked_agent(pid, start_ticks) {
             // An agent cannot re-register to change its identity.
@@ -1098,8 +1107,12 @@ impl Daemon {
                 pid,
             });
         }
-        let agent_id = agent_id_for(&mut lock(&self.state).agents, agent);
-        if let Err(e) = remember_agent(&mut lock(&self.kernel).agent_names, agent_id, agent) {
+        // A session is its own agent id, so the kernel carries it to every descendant; the
+        // policy still sees the agent's name (`agent_name`), and nothing in the kernel is
+        // keyed by agent id but grants, which a session then scopes.
+        let identity = identity(agent, session);
+        let agent_id = agent_id_for(&mut lock(&self.state).agents, &identity);
+        if let Err(e) = remember_agent(&mut lock(&self.kernel).agent_names, agent_id, &identity) {
             warn!(agent, error = %e, "agent name not kept in the kernel; a restarted daemon will not know it");
         }
         let entry = TrackedTask {
@@ -1111,7 +1124,14 @@ impl Daemon {
             .tracked
             .insert(pid, entry, 0)
             .map_err(|e| format!("tracking pid {pid}: {e}"))?;
-        info!(pid, uid = peer.uid(), agent, agent_id, "agent registered");
+        info!(
+            pid,
+            uid = peer.uid(),
+            agent,
+            session,
+            agent_id,
+            "agent registered"
+        );
         Ok(Response::Registered {
             agent: agent.to_string(),
             agent_id,
@@ -1130,12 +1150,29 @@ impl Daemon {
         (entry_ticks == start_ticks).then_some(entry.agent_id)
     }
 
-    fn agent_name(&self, agent_id: u32) -> String {
+    /// The agent's identity: its name, and `@session` when it was launched in one.
+    fn agent_identity(&self, agent_id: u32) -> String {
         let state = lock(&self.state);
         agent_id
             .checked_sub(1)
             .and_then(|i| state.agents.get(i as usize).cloned())
             .unwrap_or_else(|| format!("agent#{agent_id}"))
+    }
+
+    /// The agent's name, what policies select and events report.
+    fn agent_name(&self, agent_id: u32) -> String {
+        let identity = self.agent_identity(agent_id);
+        match identity.split_once(SESSION_SEPARATOR) {
+            Some((name, _)) => name.to_string(),
+            None => identity,
+        }
+    }
+
+    /// The session the agent was launched in, if any.
+    fn agent_session(&self, agent_id: u32) -> Option<String> {
+        self.agent_identity(agent_id)
+            .split_once(SESSION_SEPARATOR)
+            .map(|(_, session)| session.to_string())
     }
 
     /// Applies a reviewer's decision. An approval is committed to the audit log before the
@@ -1725,6 +1762,7 @@ impl Daemon {
         };
         let process = ProcessInfo {
             agent: self.agent_name(ev.agent_id),
+            session: self.agent_session(ev.agent_id),
             pid: ev.tgid,
             uid: ev.uid,
             binary: procfs::exe(ev.tgid)
@@ -1745,7 +1783,9 @@ impl Daemon {
     fn open_record(&self, ev: &OpenEvent) -> ExecRecord {
         let seq = self.next_seq();
         let rule = self.rule_name(ev.rule_id, ev.flags);
-        open_record(ev, seq, self.agent_name(ev.agent_id), rule)
+        let mut record = open_record(ev, seq, self.agent_name(ev.agent_id), rule);
+        record.session = self.agent_session(ev.agent_id);
+        record
     }
 
     /// An open refused now with a pending request: an approval installs a grant.
@@ -1882,7 +1922,9 @@ impl Daemon {
 
     fn record(&self, ev: &ExecEvent) -> ExecRecord {
         let seq = self.next_seq();
-        exec_record(ev, seq, self.agent_name(ev.agent_id), &self.active().policy)
+        let mut record = exec_record(ev, seq, self.agent_name(ev.agent_id), &self.active().policy);
+        record.session = self.agent_session(ev.agent_id);
+        record
     }
 
     /// Turns a held exec into a pending request once the task is stopped.
@@ -2655,6 +2697,7 @@ impl Daemon {
             }
             .into(),
             agent: self.agent_name(task.agent_id),
+            session: self.agent_session(task.agent_id),
             agent_id: task.agent_id,
             pid,
             tid: pid,
@@ -2834,6 +2877,40 @@ fn ask_terms(policy: &Policy, rule: Option<&crate::policy::Rule>) -> (Duration, 
 }
 
 /// The id of agent `name` (1-based index into `agents`), adding the name if new.
+/// Between an agent's name and its session in an identity (never in either: see
+/// `validate_agent_name`).
+const SESSION_SEPARATOR: char = '@';
+
+/// `name` or `name@session`.
+fn identity(agent: &str, session: Option<&str>) -> String {
+    match session {
+        Some(s) => format!("{agent}{SESSION_SEPARATOR}{s}"),
+        None => agent.to_string(),
+    }
+}
+
+/// A session id: the characters of agent names, and with the name it goes with short
+/// enough for the kernel's agent name slot.
+fn validate_session(agent: &str, session: &str) -> Result<(), String> {
+    let chars_ok = !session.is_empty()
+        && session
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if !chars_ok {
+        return Err(format!(
+            "session {session:?} is invalid: use characters from A-Z a-z 0-9 - _ . :"
+        ));
+    }
+    let len = agent.len() + 1 + session.len();
+    if len > interceptor_common::AGENT_NAME_MAX {
+        return Err(format!(
+            "agent name and session together are {len} bytes; at most {} fit (name, '@', session)",
+            interceptor_common::AGENT_NAME_MAX
+        ));
+    }
+    Ok(())
+}
+
 fn agent_id_for(agents: &mut Vec<String>, name: &str) -> u32 {
     match agents.iter().position(|a| a == name) {
         Some(i) => i as u32 + 1,
@@ -2907,6 +2984,7 @@ fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> Exec
         time_ms: now_ms(),
         kind: kind.into(),
         agent,
+        session: None,
         agent_id: ev.agent_id,
         pid: ev.tgid,
         tid: ev.pid,
@@ -2963,6 +3041,7 @@ fn open_record(ev: &OpenEvent, seq: u64, agent: String, rule: Option<String>) ->
         time_ms: now_ms(),
         kind: "open".into(),
         agent,
+        session: None,
         agent_id: ev.agent_id,
         pid: ev.tgid,
         tid: ev.pid,
@@ -3053,6 +3132,24 @@ impl GrantTerms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_are_validated_and_kept_apart_from_the_name() {
+        assert_eq!(identity("ops-bot", None), "ops-bot");
+        assert_eq!(
+            identity("ops-bot", Some("FIN-7:run.2")),
+            "ops-bot@FIN-7:run.2"
+        );
+        assert!(validate_session("ops-bot", "FIN-7:run.2").is_ok());
+        for bad in ["", "two words", "a@b", "x/y", "\u{e9}"] {
+            let e = validate_session("ops-bot", bad).unwrap_err();
+            assert!(e.contains("is invalid"), "{bad:?}: {e}");
+        }
+        // name + '@' + session must fit the kernel's 64-byte agent name slot.
+        assert!(validate_session("a", &"s".repeat(62)).is_ok());
+        let e = validate_session("a", &"s".repeat(63)).unwrap_err();
+        assert!(e.contains("65 bytes; at most 64 fit"), "{e}");
+    }
     use interceptor_common::FILENAME_MAX;
 
     #[test]

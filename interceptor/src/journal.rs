@@ -47,6 +47,7 @@ pub fn operation_of(record: &ExecRecord) -> Operation {
 pub fn process_info(record: &ExecRecord) -> ProcessInfo {
     ProcessInfo {
         agent: record.agent.clone(),
+        session: record.session.clone(),
         pid: record.pid,
         ppid: record.ppid,
         uid: record.uid,
@@ -393,6 +394,7 @@ mod tests {
             time_ms: now_ms(),
             kind: kind.into(),
             agent: "copilot".into(),
+            session: None,
             agent_id: 1,
             pid: 42,
             tid: 42,

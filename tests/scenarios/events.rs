@@ -174,3 +174,77 @@ fn run_rationale_reaches_the_reviewer() {
     daemon.json(&["approvals", "approve", &id, "--json"]);
     assert_eq!(fate(agent.finish().0), "exit:0");
 }
+
+#[test]
+fn run_sessions_reach_descendants_requests_and_the_audit_log_and_stay_apart() {
+    let dir = TestDir::new("run-session");
+    let tool = dir.probe_copy("deploy-tool");
+    let daemon = Daemon::start(&dir, &[interceptor_integration::Rule::HoldExec(&tool)]);
+    let launch = |session: &str, rationale: Option<&str>| {
+        let mut args = vec!["run", "--agent", "ops-bot", "--session", session];
+        if let Some(r) = rationale {
+            args.extend(["--rationale", r]);
+        }
+        args.push("--");
+        let mut cmd = daemon.command(&args);
+        // The held exec is a grandchild: the session follows the tree, not the pid.
+        cmd.arg("/bin/sh")
+            .arg("-c")
+            .arg(format!("{} exit 0; true", tool.display()));
+        Spawned::start(cmd)
+    };
+    let first = launch("ticket-1", None);
+    let request = daemon.wait_pending_by(|r| r["session"] == "ticket-1");
+    assert_eq!(request["agent"], "ops-bot", "{request:#}");
+    let second = launch("ticket-2", Some("second ticket's work"));
+    let other = daemon.wait_pending_by(|r| r["session"] == "ticket-2");
+    assert_eq!(other["agent"], "ops-bot");
+
+    let shown =
+        |r: &serde_json::Value| daemon.json(&["approvals", "show", &r["id"].to_string(), "--json"]);
+    let (one, two) = (shown(&request), shown(&other));
+    assert_eq!(one["notice"]["session"], "ticket-1", "{one:#}");
+    assert_eq!(two["notice"]["session"], "ticket-2");
+    assert_eq!(
+        two["notice"]["rationale"], "second ticket's work",
+        "{two:#}"
+    );
+    assert!(
+        one["notice"]["rationale"].is_null(),
+        "one session's rationale is not shown on another's requests: {one:#}"
+    );
+    let event = daemon.wait_event("the first session's shell", |e| {
+        e["session"] == "ticket-1" && e["filename"] == "/bin/sh"
+    });
+    assert_eq!(event["agent"], "ops-bot");
+
+    for r in [&request, &other] {
+        daemon.json(&["approvals", "approve", &r["id"].to_string(), "--json"]);
+    }
+    assert_eq!(fate(first.finish().0), "exit:0");
+    assert_eq!(fate(second.finish().0), "exit:0");
+    let rows = daemon.audit_rows(&["--agent", "ops-bot", "--kind", "decision"]);
+    for session in ["ticket-1", "ticket-2"] {
+        assert!(
+            rows.iter()
+                .any(|r| r["event"]["process"]["session"] == session && r["outcome"] == "allowed"),
+            "an allowed decision row for {session}: {rows:#?}"
+        );
+    }
+
+    let out = daemon.cli(&[
+        "run",
+        "--agent",
+        "ops-bot",
+        "--session",
+        "two words",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("session \"two words\" is invalid"),
+        "{stderr}"
+    );
+}

@@ -440,6 +440,14 @@ impl Daemon {
     }
 
     /// Waits until a pending approval for `pid` is listed; returns it.
+    /// Waits for a pending approval that `pred` accepts; returns it.
+    pub fn wait_pending_by(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for("a matching pending approval", || {
+            let list = self.json(&["approvals", "list", "--json"]);
+            list.as_array()?.iter().find(|r| pred(r)).cloned()
+        })
+    }
+
     pub fn wait_pending(&self, pid: u32) -> Value {
         self.wait_for(&format!("a pending approval for pid {pid}"), || {
             let list = self.json(&["approvals", "list", "--json"]);

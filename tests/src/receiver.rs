@@ -931,6 +931,7 @@ mod tests {
             id: 42,
             host: "agent-host-1".into(),
             agent: "ci-bot".into(),
+            session: None,
             operation: "exec".into(),
             access: Vec::new(),
             pid: 4242,

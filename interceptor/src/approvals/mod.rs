@@ -34,6 +34,10 @@ pub struct Notice {
     pub host: String,
     /// The agent's name (its registration or policy selector).
     pub agent: String,
+    /// The session the agent was launched in (`interceptor run --session`), inherited by
+    /// everything it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// `exec` or `open`.
     pub operation: String,
     /// For opens: the access asked for (`read`, `write`).
@@ -130,6 +134,7 @@ pub(crate) fn sample_notice() -> Notice {
         id: 42,
         host: "agent-host-1".into(),
         agent: "ci-bot".into(),
+        session: None,
         operation: "exec".into(),
         access: Vec::new(),
         pid: 4242,

@@ -50,6 +50,10 @@ pub enum AuditEvent {
 pub struct ProcessInfo {
     /// The agent's name.
     pub agent: String,
+    /// The session the agent was launched in (`interceptor run --session`), inherited by
+    /// everything it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     pub pid: u32,
     #[serde(default)]
     pub ppid: u32,

@@ -63,6 +63,7 @@ fn sqlite(dir: &TempDir) -> StoreOptions {
 fn process(agent: &str, pid: u32, binary: &str, argv: &[&str]) -> ProcessInfo {
     ProcessInfo {
         agent: agent.into(),
+        session: None,
         pid,
         ppid: 1,
         uid: 1000,

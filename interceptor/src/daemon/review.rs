@@ -257,11 +257,15 @@ impl Daemon {
                 .map_or(GrantTerms::MAX_TTL.as_secs(), |d| d.as_secs().max(1)),
             max_uses: g.max_uses.unwrap_or(GrantTerms::MAX_USES),
         });
-        let rationale = self.rationale_for(ask.view.agent.as_str());
+        let rationale = self.rationale_for(&super::identity(
+            &ask.view.agent,
+            ask.view.session.as_deref(),
+        ));
         let mut notice = Notice {
             id: 0,
             host: self.approvals.host.clone(),
             agent: ask.view.agent.clone(),
+            session: ask.view.session.clone(),
             operation: ask.view.operation.clone(),
             access: ask.view.access.clone(),
             pid: ask.view.pid,
@@ -1197,6 +1201,7 @@ impl Daemon {
             id,
             host: self.approvals.host.clone(),
             agent: view.agent.clone(),
+            session: view.session.clone(),
             operation: view.operation.clone(),
             access: view.access.clone(),
             pid: view.pid,
@@ -1269,16 +1274,19 @@ impl Daemon {
             ));
         }
         let agent = self.agent_name(agent_id);
+        // Per session: what one launch says is not shown on another's requests.
+        let identity = self.agent_identity(agent_id);
         lock(&self.state)
             .rationales
-            .insert(agent.clone(), rationale.to_string());
+            .insert(identity, rationale.to_string());
         info!(pid, %agent, "agent context set");
         Ok(Response::ContextSet { agent })
     }
 
     // ---------------------------------------------------------------- context API (read)
 
-    /// What agent `agent` last said it is doing (`interceptor context --rationale`).
+    /// What the agent with this identity (`name` or `name@session`) last said it is doing
+    /// (`interceptor context --rationale`).
     pub(super) fn rationale_for(&self, agent: &str) -> Option<String> {
         lock(&self.state).rationales.get(agent).cloned()
     }
