@@ -1159,20 +1159,19 @@ impl Daemon {
             .unwrap_or_else(|| format!("agent#{agent_id}"))
     }
 
-    /// The agent's name, what policies select and events report.
-    fn agent_name(&self, agent_id: u32) -> String {
+    /// The agent's name (what policies select and events report) and the session it was
+    /// launched in, if any.
+    fn agent_of(&self, agent_id: u32) -> (String, Option<String>) {
         let identity = self.agent_identity(agent_id);
         match identity.split_once(SESSION_SEPARATOR) {
-            Some((name, _)) => name.to_string(),
-            None => identity,
+            Some((name, session)) => (name.to_string(), Some(session.to_string())),
+            None => (identity, None),
         }
     }
 
-    /// The session the agent was launched in, if any.
-    fn agent_session(&self, agent_id: u32) -> Option<String> {
-        self.agent_identity(agent_id)
-            .split_once(SESSION_SEPARATOR)
-            .map(|(_, session)| session.to_string())
+    /// The agent's name alone.
+    fn agent_name(&self, agent_id: u32) -> String {
+        self.agent_of(agent_id).0
     }
 
     /// Applies a reviewer's decision. An approval is committed to the audit log before the
@@ -1760,9 +1759,10 @@ impl Daemon {
         let Some(ev) = decode::<interceptor_common::ConnectEvent>(bytes) else {
             return self.undecodable(bytes);
         };
+        let (agent, session) = self.agent_of(ev.agent_id);
         let process = ProcessInfo {
-            agent: self.agent_name(ev.agent_id),
-            session: self.agent_session(ev.agent_id),
+            agent,
+            session,
             pid: ev.tgid,
             uid: ev.uid,
             binary: procfs::exe(ev.tgid)
@@ -1783,9 +1783,7 @@ impl Daemon {
     fn open_record(&self, ev: &OpenEvent) -> ExecRecord {
         let seq = self.next_seq();
         let rule = self.rule_name(ev.rule_id, ev.flags);
-        let mut record = open_record(ev, seq, self.agent_name(ev.agent_id), rule);
-        record.session = self.agent_session(ev.agent_id);
-        record
+        open_record(ev, seq, self.agent_of(ev.agent_id), rule)
     }
 
     /// An open refused now with a pending request: an approval installs a grant.
@@ -1922,9 +1920,7 @@ impl Daemon {
 
     fn record(&self, ev: &ExecEvent) -> ExecRecord {
         let seq = self.next_seq();
-        let mut record = exec_record(ev, seq, self.agent_name(ev.agent_id), &self.active().policy);
-        record.session = self.agent_session(ev.agent_id);
-        record
+        exec_record(ev, seq, self.agent_of(ev.agent_id), &self.active().policy)
     }
 
     /// Turns a held exec into a pending request once the task is stopped.
@@ -2686,6 +2682,7 @@ impl Daemon {
     /// What is known of a held task from the kernel's `HELD` entry and /proc.
     fn readopted_record(&self, pid: u32, task: &HeldTask) -> ExecRecord {
         let stat = procfs::stat(pid).ok();
+        let (agent, session) = self.agent_of(task.agent_id);
         let seq = self.next_seq();
         ExecRecord {
             seq,
@@ -2696,8 +2693,8 @@ impl Daemon {
                 "exec"
             }
             .into(),
-            agent: self.agent_name(task.agent_id),
-            session: self.agent_session(task.agent_id),
+            agent,
+            session,
             agent_id: task.agent_id,
             pid,
             tid: pid,
@@ -2958,7 +2955,12 @@ fn rule_name_in(
 }
 
 /// The record of one kernel exec event. Lengths from the kernel are clamped to the buffers.
-fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> ExecRecord {
+fn exec_record(
+    ev: &ExecEvent,
+    seq: u64,
+    (agent, session): (String, Option<String>),
+    policy: &Policy,
+) -> ExecRecord {
     let filename_len = (ev.filename_len as usize).min(ev.filename.len());
     let argv_len = (ev.argv_len as usize).min(ev.argv.len());
     let path_len = (ev.path_len as usize).min(ev.path.len());
@@ -2984,7 +2986,7 @@ fn exec_record(ev: &ExecEvent, seq: u64, agent: String, policy: &Policy) -> Exec
         time_ms: now_ms(),
         kind: kind.into(),
         agent,
-        session: None,
+        session,
         agent_id: ev.agent_id,
         pid: ev.tgid,
         tid: ev.pid,
@@ -3034,14 +3036,19 @@ pub fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
 }
 
 /// The record of one kernel open event. Lengths from the kernel are clamped to the buffers.
-fn open_record(ev: &OpenEvent, seq: u64, agent: String, rule: Option<String>) -> ExecRecord {
+fn open_record(
+    ev: &OpenEvent,
+    seq: u64,
+    (agent, session): (String, Option<String>),
+    rule: Option<String>,
+) -> ExecRecord {
     let path_len = (ev.path_len as usize).min(ev.path.len());
     ExecRecord {
         seq,
         time_ms: now_ms(),
         kind: "open".into(),
         agent,
-        session: None,
+        session,
         agent_id: ev.agent_id,
         pid: ev.tgid,
         tid: ev.pid,
@@ -3178,7 +3185,7 @@ mod tests {
         ev.argv_len = 8;
         ev.verdict = Verdict::Ask as u32;
         ev.rule_id = 2;
-        let rec = exec_record(&ev, 1, "copilot".into(), &policy);
+        let rec = exec_record(&ev, 1, ("copilot".into(), None), &policy);
         assert_eq!(rec.filename.len(), FILENAME_MAX);
         assert!(rec.filename.starts_with("/bin/echo"));
         assert_eq!(rec.argv, vec!["echo", "hi"]);
