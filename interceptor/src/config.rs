@@ -49,6 +49,8 @@ pub enum ConfigError {
 #[derive(Debug)]
 pub struct Setting {
     pub key: String,
+    /// The clap id of the flag, to ask where its value came from.
+    id: String,
     pub words: Vec<OsString>,
 }
 
@@ -62,7 +64,7 @@ pub fn parse_cli() -> Result<Cli, ConfigError> {
 pub fn parse_cli_from(argv: Vec<OsString>) -> Result<Cli, ConfigError> {
     let matches = Cli::command().get_matches_from(&argv);
     let Some(("daemon", sub)) = matches.subcommand() else {
-        return Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()));
+        return Ok(finish(&matches));
     };
     let path = sub
         .get_one::<PathBuf>("config")
@@ -72,7 +74,7 @@ pub fn parse_cli_from(argv: Vec<OsString>) -> Result<Cli, ConfigError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            return Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()));
+            return Ok(finish(&matches));
         }
         Err(source) => return Err(ConfigError::Read { path, source }),
     };
@@ -81,7 +83,7 @@ pub fn parse_cli_from(argv: Vec<OsString>) -> Result<Cli, ConfigError> {
     for s in settings {
         // The command line and the environment win over the file.
         let set_elsewhere = matches!(
-            sub.value_source(&id_of(&s.key)),
+            sub.value_source(&s.id),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         );
         if !set_elsewhere {
@@ -91,23 +93,12 @@ pub fn parse_cli_from(argv: Vec<OsString>) -> Result<Cli, ConfigError> {
     let at = subcommand_index(&argv).expect("clap found the daemon subcommand");
     let mut merged = argv;
     merged.splice(at + 1..at + 1, words);
-    Ok(Cli::parse_from_merged(merged))
+    Ok(finish(&Cli::command().get_matches_from(merged)))
 }
 
-impl Cli {
-    fn parse_from_merged(argv: Vec<OsString>) -> Cli {
-        let matches = Cli::command().get_matches_from(argv);
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    }
-}
-
-/// The clap id of the flag `--key` of the daemon (global flags included).
-fn id_of(key: &str) -> String {
-    daemon_command()
-        .get_arguments()
-        .find(|a| a.get_long() == Some(key))
-        .map(|a| a.get_id().to_string())
-        .unwrap_or_else(|| key.to_string())
+/// The typed command line of parsed matches (exits as clap does if they do not fit).
+fn finish(matches: &clap::ArgMatches) -> Cli {
+    Cli::from_arg_matches(matches).unwrap_or_else(|e| e.exit())
 }
 
 fn daemon_command() -> clap::Command {
@@ -215,7 +206,11 @@ pub fn settings(text: &str, path: &Path) -> Result<Vec<Setting>, ConfigError> {
             let first = rendered.lines().next().unwrap_or_default();
             return Err(bad(first.trim_start_matches("error: ").to_string()));
         }
-        out.push(Setting { key, words });
+        out.push(Setting {
+            key,
+            id: arg.get_id().to_string(),
+            words,
+        });
     }
     Ok(out)
 }
