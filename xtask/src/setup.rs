@@ -211,17 +211,8 @@ impl<'a> Setup<'a> {
     }
 
     fn bpf_linker(&self) -> Result<Check<'_>> {
-        // `cargo install` puts it in $CARGO_HOME/bin; make sure our children (aya-build) see it
-        // even when that is not on PATH.
-        ensure_on_path(&cargo_home().join("bin"));
-        let version = probe_output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
-        if version.split_whitespace().any(|w| w == BPF_LINKER_VERSION) {
+        let Some(what) = cargo_tool_missing("bpf-linker", BPF_LINKER_VERSION, 75) else {
             return Ok(Check::Present(String::new()));
-        }
-        let what = if version.is_empty() {
-            "with cargo install (~75 s)".to_string()
-        } else {
-            format!("with cargo install (~75 s), replacing `{}`", version.trim())
         };
         Ok(Check::Missing(
             what,
@@ -230,15 +221,7 @@ impl<'a> Setup<'a> {
                     bail!("{LLVM_PREFIX} missing: the llvm-22-dev package should provide it");
                 }
                 run_checked(
-                    Command::new("cargo")
-                        .args([
-                            "install",
-                            "bpf-linker",
-                            "--version",
-                            BPF_LINKER_VERSION,
-                            "--locked",
-                            "--force",
-                        ])
+                    cargo_install("bpf-linker", BPF_LINKER_VERSION)
                         .args(["--no-default-features", "--features", "llvm-22"])
                         // Without it bpf-linker's build looks for LLVM in /usr and fails on -lLLVM.
                         .env("LLVM_PREFIX", LLVM_PREFIX),
@@ -248,23 +231,12 @@ impl<'a> Setup<'a> {
     }
 
     fn cargo_deb(&self) -> Result<Check<'_>> {
-        ensure_on_path(&cargo_home().join("bin"));
-        let version = probe_output(Command::new("cargo-deb").arg("--version")).unwrap_or_default();
-        if version.split_whitespace().any(|w| w == CARGO_DEB_VERSION) {
+        let Some(what) = cargo_tool_missing("cargo-deb", CARGO_DEB_VERSION, 100) else {
             return Ok(Check::Present(String::new()));
-        }
+        };
         Ok(Check::Missing(
-            "with cargo install (~100 s)".into(),
-            Box::new(|| {
-                run_checked(Command::new("cargo").args([
-                    "install",
-                    "cargo-deb",
-                    "--version",
-                    CARGO_DEB_VERSION,
-                    "--locked",
-                    "--force",
-                ]))
-            }),
+            what,
+            Box::new(|| run_checked(&mut cargo_install("cargo-deb", CARGO_DEB_VERSION))),
         ))
     }
 
@@ -449,6 +421,40 @@ fn cargo_home() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
         })
+}
+
+/// A tool `cargo install` puts in $CARGO_HOME/bin: `None` when `TOOL --version` names
+/// `version`, else how it will be installed (taking about `secs`), for the log.
+fn cargo_tool_missing(tool: &str, version: &str, secs: u32) -> Option<String> {
+    // Make sure our children (aya-build, cargo's subcommand lookup) see $CARGO_HOME/bin even
+    // when it is not on PATH.
+    ensure_on_path(&cargo_home().join("bin"));
+    let found = probe_output(Command::new(tool).arg("--version")).unwrap_or_default();
+    if found.split_whitespace().any(|w| w == version) {
+        return None;
+    }
+    Some(if found.is_empty() {
+        format!("with cargo install (~{secs} s)")
+    } else {
+        format!(
+            "with cargo install (~{secs} s), replacing `{}`",
+            found.trim()
+        )
+    })
+}
+
+/// `cargo install KRATE --version VERSION --locked --force`, to add options to.
+fn cargo_install(krate: &str, version: &str) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "install",
+        krate,
+        "--version",
+        version,
+        "--locked",
+        "--force",
+    ]);
+    cmd
 }
 
 fn ensure_on_path(dir: &Path) {
