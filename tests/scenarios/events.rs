@@ -103,21 +103,27 @@ fn scenario_14_argv_over_the_kernel_bound_is_recorded_whole() {
     );
 }
 
+/// `interceptor run RUN_FLAGS -- PROBE PROBE_ARGS...` against a socket nobody listens on.
+fn run_without_daemon(
+    dir: &TestDir,
+    run_flags: &[&str],
+    probe_args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(interceptor_bin())
+        .args(["--socket", dir.join("absent.sock").to_str().unwrap(), "run"])
+        .args(run_flags)
+        .arg("--")
+        .arg(probe_bin())
+        .args(probe_args)
+        .output()
+        .expect("run interceptor")
+}
+
 #[test]
 fn run_refuses_without_a_daemon() {
     let dir = TestDir::new("no-daemon");
     let marker = dir.join("marker");
-    let out = std::process::Command::new(interceptor_bin())
-        .args([
-            "--socket",
-            dir.join("absent.sock").to_str().unwrap(),
-            "run",
-            "--",
-        ])
-        .arg(probe_bin())
-        .args(["touch", marker.to_str().unwrap()])
-        .output()
-        .expect("run interceptor");
+    let out = run_without_daemon(&dir, &[], &["touch", marker.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -130,23 +136,10 @@ fn run_refuses_without_a_daemon() {
 #[test]
 fn run_allow_unprotected_runs_the_command_with_a_warning() {
     let dir = TestDir::new("unprotected");
-    let marker = dir.join("marker");
-    let out = std::process::Command::new(interceptor_bin())
-        .args([
-            "--socket",
-            dir.join("absent.sock").to_str().unwrap(),
-            "run",
-            "--allow-unprotected",
-            "--",
-        ])
-        .arg(probe_bin())
-        .args(["exit", "7"])
-        .output()
-        .expect("run interceptor");
+    let out = run_without_daemon(&dir, &["--allow-unprotected"], &["exit", "7"]);
     assert_eq!(out.status.code(), Some(7), "the command's own exit status");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("UNPROTECTED"), "{stderr}");
-    assert!(!marker.exists());
 }
 
 #[test]
@@ -194,10 +187,10 @@ fn run_sessions_reach_descendants_requests_and_the_audit_log_and_stay_apart() {
         Spawned::start(cmd)
     };
     let first = launch("ticket-1", None);
-    let request = daemon.wait_pending_by(|r| r["session"] == "ticket-1");
+    let request = daemon.wait_pending_by("ticket-1's request", |r| r["session"] == "ticket-1");
     assert_eq!(request["agent"], "ops-bot", "{request:#}");
     let second = launch("ticket-2", Some("second ticket's work"));
-    let other = daemon.wait_pending_by(|r| r["session"] == "ticket-2");
+    let other = daemon.wait_pending_by("ticket-2's request", |r| r["session"] == "ticket-2");
     assert_eq!(other["agent"], "ops-bot");
 
     let shown =

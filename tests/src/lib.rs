@@ -439,19 +439,18 @@ impl Daemon {
         })
     }
 
-    /// Waits until a pending approval for `pid` is listed; returns it.
-    /// Waits for a pending approval that `pred` accepts; returns it.
-    pub fn wait_pending_by(&self, pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_for("a matching pending approval", || {
+    /// Waits for a pending approval (`what`) that `pred` accepts; returns it.
+    pub fn wait_pending_by(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(what, || {
             let list = self.json(&["approvals", "list", "--json"]);
             list.as_array()?.iter().find(|r| pred(r)).cloned()
         })
     }
 
+    /// Waits until a pending approval for `pid` is listed; returns it.
     pub fn wait_pending(&self, pid: u32) -> Value {
-        self.wait_for(&format!("a pending approval for pid {pid}"), || {
-            let list = self.json(&["approvals", "list", "--json"]);
-            list.as_array()?.iter().find(|r| r["pid"] == pid).cloned()
+        self.wait_pending_by(&format!("a pending approval for pid {pid}"), |r| {
+            r["pid"] == pid
         })
     }
 

@@ -203,24 +203,11 @@ fn demo() -> Result<(), String> {
             ));
         }
     }
-    let audit_args: Vec<String> = ["audit".to_string()]
-        .into_iter()
-        .chain(daemon.audit_args.iter().cloned())
-        .chain(["query", "--agent", AGENT].map(String::from))
-        .collect();
     shell(&format!("interceptor audit query --agent {AGENT}"));
-    let out = Command::new(interceptor_bin())
-        .args(&audit_args)
-        .output()
-        .map_err(|e| e.to_string())?;
+    let out = daemon.audit_cli(&["query", "--agent", AGENT]);
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    let out = Command::new(interceptor_bin())
-        .arg("audit")
-        .args(&daemon.audit_args)
-        .arg("verify")
-        .output()
-        .map_err(|e| e.to_string())?;
     shell("interceptor audit verify");
+    let out = daemon.audit_cli(&["verify"]);
     print!("{}", String::from_utf8_lossy(&out.stdout));
     if !out.status.success() {
         return Err("the audit log's hash chain does not verify".into());
