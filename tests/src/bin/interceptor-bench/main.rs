@@ -10,6 +10,9 @@
 //!                                 per-exec latency (spawn to reaped) percentiles.
 //!   open N PATH                   N x open(PATH, O_RDONLY) + close, after a warm-up.
 //!                                 Prints ops/s.
+//!   fork N                        N x fork + _exit + waitpid (task tracking cost).
+//!   build DIR JOBS                make clean, then one timed make -j JOBS in DIR.
+//!   compare [OPTIONS]             the side-by-side bench against peers (compare.rs).
 //!   suite [OPTIONS]               the whole kernel bench, as root: rounds of "daemon not
 //!                                 loaded" and "daemon loaded" measurements, interleaved;
 //!                                 one `INTERCEPTOR-BENCH {json}` line per measurement.
@@ -45,6 +48,8 @@ use std::{
 
 use serde_json::{Value, json};
 
+mod compare;
+
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let Some(mode) = args.first().and_then(|a| a.to_str()) else {
@@ -55,7 +60,10 @@ fn main() -> ExitCode {
         "noop" => return ExitCode::SUCCESS,
         "exec" => pin_from_env().and_then(|()| exec_mode(rest)),
         "open" => pin_from_env().and_then(|()| open_mode(rest)),
+        "fork" => pin_from_env().and_then(|()| fork_mode(rest)),
+        "build" => build_mode(rest),
         "suite" => suite(rest),
+        "compare" => compare::run(rest),
         other => return usage(&format!("unknown mode {other:?}")),
     };
     match result {
@@ -69,7 +77,7 @@ fn main() -> ExitCode {
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!(
-        "interceptor-bench: {problem}\nusage: interceptor-bench noop | exec N BIN [ARGS...] | open N PATH | suite [OPTIONS]"
+        "interceptor-bench: {problem}\nusage: interceptor-bench noop | exec N BIN [ARGS...] | open N PATH | fork N | build DIR JOBS | suite [OPTIONS] | compare [OPTIONS]"
     );
     ExitCode::from(2)
 }
@@ -219,42 +227,65 @@ fn exec_mode(args: &[OsString]) -> Result<()> {
         Ok(())
     };
 
+    emit_line(&timed_loop("exec", n, true, spawn_wait)?);
+    Ok(())
+}
+
+/// Runs `op` `n` times after an untimed warm-up and returns the result line: the whole-run
+/// rate, the median batch rate, and (`per_op`) the per-operation latency percentiles. Without
+/// `per_op` only batches are timed: a clock read per operation would be a sizeable part of
+/// an operation as short as an open.
+fn timed_loop(
+    name: &str,
+    n: usize,
+    per_op: bool,
+    mut op: impl FnMut() -> Result<()>,
+) -> Result<Value> {
     for _ in 0..warmup_of(n) {
-        spawn_wait()?;
+        op()?;
     }
-    let mut lat_ns: Vec<u64> = Vec::with_capacity(n);
+    let mut lat_ns: Vec<u64> = Vec::with_capacity(if per_op { n } else { 0 });
     let per_batch = (n / BATCHES).max(1);
     let mut ends: Vec<u64> = Vec::with_capacity(BATCHES + 2);
     let start = now_ns();
     ends.push(start);
     for i in 1..=n {
-        let t0 = now_ns();
-        spawn_wait()?;
-        let t1 = now_ns();
-        lat_ns.push(t1 - t0);
-        if i % per_batch == 0 {
-            ends.push(t1);
+        if per_op {
+            let t0 = now_ns();
+            op()?;
+            let t1 = now_ns();
+            lat_ns.push(t1 - t0);
+            if i % per_batch == 0 {
+                ends.push(t1);
+            }
+        } else {
+            op()?;
+            if i % per_batch == 0 {
+                ends.push(now_ns());
+            }
         }
     }
     let elapsed = now_ns() - start;
-    lat_ns.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        let i = ((lat_ns.len() - 1) as f64 * p).round() as usize;
-        lat_ns[i] as f64 / 1000.0
-    };
-    let mean_us = lat_ns.iter().sum::<u64>() as f64 / n as f64 / 1000.0;
-    emit_line(&json!({
-        "op": "exec",
+    let mut line = json!({
+        "op": name,
         "n": n,
         "secs": elapsed as f64 / 1e9,
         "ops_per_sec": n as f64 / (elapsed as f64 / 1e9),
         "batch_median_ops_per_sec": batch_median_rate(&ends, per_batch),
-        "lat_us": {
+    });
+    if per_op {
+        lat_ns.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            let i = ((lat_ns.len() - 1) as f64 * p).round() as usize;
+            lat_ns[i] as f64 / 1000.0
+        };
+        let mean_us = lat_ns.iter().sum::<u64>() as f64 / n as f64 / 1000.0;
+        line["lat_us"] = json!({
             "min": pct(0.0), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99),
             "max": pct(1.0), "mean": mean_us,
-        },
-    }));
-    Ok(())
+        });
+    }
+    Ok(line)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -273,28 +304,63 @@ fn open_mode(args: &[OsString]) -> Result<()> {
         unsafe { libc::close(fd) };
         Ok(())
     };
-    for _ in 0..warmup_of(n) {
-        open_close()?;
-    }
-    // Only the whole loop is timed: per-open clock reads would be a sizeable part of an
-    // operation this short.
-    let per_batch = (n / BATCHES).max(1);
-    let mut ends: Vec<u64> = Vec::with_capacity(BATCHES + 2);
-    let start = now_ns();
-    ends.push(start);
-    for i in 1..=n {
-        open_close()?;
-        if i % per_batch == 0 {
-            ends.push(now_ns());
+    emit_line(&timed_loop("open", n, false, open_close)?);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// fork and build
+
+/// `fork N`: N x fork + _exit(0) in the child + waitpid: what tracking a new task costs.
+fn fork_mode(args: &[OsString]) -> Result<()> {
+    let n = count_arg(args.first(), "fork N")?;
+    let fork_wait = || -> Result<()> {
+        // SAFETY: this process is single-threaded; the child only calls _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", errno()));
         }
-    }
-    let elapsed = now_ns() - start;
+        if pid == 0 {
+            // SAFETY: async-signal-safe exit of the forked child, no unwinding.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } != pid || status != 0 {
+            return Err(format!("fork child {pid}: status {status}, {}", errno()));
+        }
+        Ok(())
+    };
+    emit_line(&timed_loop("fork", n, true, fork_wait)?);
+    Ok(())
+}
+
+/// `build DIR JOBS`: `make -C DIR clean` (untimed), then one timed `make -C DIR -j JOBS`:
+/// a compiler's mix of execs, forks, opens and CPU. Reported as builds per second.
+fn build_mode(args: &[OsString]) -> Result<()> {
+    let dir = args.first().ok_or("build DIR JOBS: DIR is required")?;
+    let jobs = count_arg(args.get(1), "build DIR JOBS")?;
+    let make = |extra: &[&str]| -> Result<()> {
+        let status = Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| format!("starting make: {e}"))?;
+        if !status.success() {
+            return Err(format!("make {extra:?} in {dir:?} failed ({status})"));
+        }
+        Ok(())
+    };
+    make(&["clean"])?;
+    let t0 = now_ns();
+    make(&["-j", &jobs.to_string()])?;
+    let secs = (now_ns() - t0) as f64 / 1e9;
     emit_line(&json!({
-        "op": "open",
-        "n": n,
-        "secs": elapsed as f64 / 1e9,
-        "ops_per_sec": n as f64 / (elapsed as f64 / 1e9),
-        "batch_median_ops_per_sec": batch_median_rate(&ends, per_batch),
+        "op": "build", "n": 1, "secs": secs,
+        "ops_per_sec": 1.0 / secs, "batch_median_ops_per_sec": 1.0 / secs,
     }));
     Ok(())
 }
@@ -475,7 +541,12 @@ struct Daemon<'a> {
 }
 
 impl<'a> Daemon<'a> {
-    fn start(bin: &'a Path, work: &'a Work, expect_backend: Option<&str>) -> Result<Self> {
+    fn start(
+        bin: &'a Path,
+        work: &'a Work,
+        policy: &Path,
+        expect_backend: Option<&str>,
+    ) -> Result<Self> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -486,7 +557,7 @@ impl<'a> Daemon<'a> {
             .arg("--socket")
             .arg(&work.socket)
             .arg("--policy")
-            .arg(&work.policy)
+            .arg(policy)
             .arg("--pin-dir")
             .arg(&work.pin_dir)
             .arg("--audit-db")
@@ -532,19 +603,13 @@ impl<'a> Daemon<'a> {
         Ok(d)
     }
 
-    /// The daemon's resident set (VmRSS in /proc/PID/status), in KiB; 0 if unreadable.
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The daemon's resident set, in KiB; 0 if unreadable.
     fn rss_kb(&self) -> u64 {
-        let Some(pid) = self.child.as_ref().map(Child::id) else {
-            return 0;
-        };
-        fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+        self.pid().map_or(0, rss_kb)
     }
 
     fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
@@ -630,6 +695,41 @@ impl Drop for Daemon<'_> {
     }
 }
 
+/// The daemon's own share of each exec it held and allowed (adopted -> resumed), in log
+/// order: the `latency_us=` field of its "allowed by policy in userspace" lines.
+fn daemon_latencies_us(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains(ALLOWED_IN_USERSPACE))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("latency_us="))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
+}
+
+/// The `p` quantile (0..=1) of `v`, nearest rank; 0 for an empty slice.
+fn percentile(v: &[u64], p: f64) -> u64 {
+    let mut sorted = v.to_vec();
+    sorted.sort_unstable();
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The resident set of a process (VmRSS in /proc/PID/status), in KiB; 0 if unreadable.
+fn rss_kb(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Runs one workload process to completion and returns its JSON line.
 fn measure(mut cmd: Command) -> Result<Value> {
     let out = cmd
@@ -688,19 +788,25 @@ fn info(v: Value) {
     let _ = std::io::stdout().flush();
 }
 
+/// This process (and what it starts) as SCHED_FIFO priority 10.
+fn set_realtime() -> Result<()> {
+    // The raw syscall: musl's sched_setscheduler() is a stub that returns ENOSYS.
+    // SAFETY: a zeroed sched_param is valid; the kernel reads only sched_priority.
+    let rc = unsafe {
+        let mut param: libc::sched_param = std::mem::zeroed();
+        param.sched_priority = 10;
+        libc::syscall(libc::SYS_sched_setscheduler, 0, libc::SCHED_FIFO, &param)
+    };
+    if rc != 0 {
+        return Err(format!("sched_setscheduler(SCHED_FIFO): {}", errno()));
+    }
+    Ok(())
+}
+
 fn suite(args: &[OsString]) -> Result<()> {
     let o = suite_options(args)?;
     if o.realtime {
-        // The raw syscall: musl's sched_setscheduler() is a stub that returns ENOSYS.
-        // SAFETY: a zeroed sched_param is valid; the kernel reads only sched_priority.
-        let rc = unsafe {
-            let mut param: libc::sched_param = std::mem::zeroed();
-            param.sched_priority = 10;
-            libc::syscall(libc::SYS_sched_setscheduler, 0, libc::SCHED_FIFO, &param)
-        };
-        if rc != 0 {
-            return Err(format!("sched_setscheduler(SCHED_FIFO): {}", errno()));
-        }
+        set_realtime()?;
     }
     let work = Work::new()?;
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -756,7 +862,8 @@ fn suite(args: &[OsString]) -> Result<()> {
                 continue;
             }
             let t0 = Instant::now();
-            let daemon = Daemon::start(&o.daemon, &work, o.expect_backend.as_deref())?;
+            let daemon =
+                Daemon::start(&o.daemon, &work, &work.policy, o.expect_backend.as_deref())?;
             let startup_secs = t0.elapsed().as_secs_f64();
             let status = daemon.status()?;
             if round == 1 {
@@ -795,15 +902,7 @@ fn suite(args: &[OsString]) -> Result<()> {
             let held = measure(as_agent(&daemon, &held_args))?;
             let log = daemon.log_text();
             let new_log = log.get(log_before..).unwrap_or("");
-            let daemon_us: Vec<u64> = new_log
-                .lines()
-                .filter(|l| l.contains(ALLOWED_IN_USERSPACE))
-                .filter_map(|l| {
-                    l.split_whitespace()
-                        .find_map(|w| w.strip_prefix("latency_us="))
-                        .and_then(|v| v.parse().ok())
-                })
-                .collect();
+            let daemon_us = daemon_latencies_us(new_log);
             let confirmed = daemon_us.len();
             let expected = o.held_n + warmup_of(o.held_n);
             if confirmed != expected {
@@ -813,8 +912,7 @@ fn suite(args: &[OsString]) -> Result<()> {
                     daemon.log_tail()
                 ));
             }
-            let mut sorted = daemon_us.clone();
-            sorted.sort_unstable();
+
             let counters = daemon.status()?["counters"].clone();
             report(
                 round,
@@ -824,8 +922,8 @@ fn suite(args: &[OsString]) -> Result<()> {
                     ("foreign_pins", json!(foreign)),
                     ("held_confirmed", json!(confirmed)),
                     // The daemon's own share: held task adopted -> resumed (from its log).
-                    ("daemon_us_p50", json!(sorted[sorted.len() / 2])),
-                    ("daemon_us_p90", json!(sorted[(sorted.len() - 1) * 9 / 10])),
+                    ("daemon_us_p50", json!(percentile(&daemon_us, 0.5))),
+                    ("daemon_us_p90", json!(percentile(&daemon_us, 0.9))),
                     ("counters", counters),
                     // After every workload of the round, the held execs last.
                     ("daemon_rss_kb", json!(daemon.rss_kb())),
@@ -835,7 +933,7 @@ fn suite(args: &[OsString]) -> Result<()> {
         }
     }
     if o.prog_stats {
-        let daemon = Daemon::start(&o.daemon, &work, o.expect_backend.as_deref())?;
+        let daemon = Daemon::start(&o.daemon, &work, &work.policy, o.expect_backend.as_deref())?;
         let _stats = prog_stats::enable()?;
         let runs: [(&str, Command); 5] = [
             ("untracked exec", untracked(&exec_args)),
