@@ -3,7 +3,7 @@
 //! bench that could not run exits non-zero.
 //!
 //! - `bench kernel`: what the kernel programs cost other processes and agents. The workload
-//!   and the in-place driver are `interceptor-bench` (tests/src/bin/interceptor-bench.rs);
+//!   and the in-place driver are `interceptor-bench` (tests/src/bin/interceptor-bench/);
 //!   it runs as root on the host (the backend this kernel allows: tracepoint here) and as
 //!   /bench/run inside the BPF-LSM VM (lsm backend). This module builds it, runs it in
 //!   either place, and turns its per-round lines into medians, ratios and a verdict table.
@@ -21,6 +21,16 @@ use crate::artifacts::{self, BenchArtifacts};
 use crate::util::{self, describe};
 use crate::vm::{self, BenchInputs, VmOptions};
 use crate::{VmArgs, Workspace};
+
+/// `cargo xtask bench [COMMAND]`: without a command, the whole side-by-side suite.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    all: crate::compare::AllArgs,
+}
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
@@ -89,7 +99,10 @@ pub struct KernelArgs {
     vm_args: VmArgs,
 }
 
-pub fn run(ws: &Workspace, command: BenchCommand) -> Result<()> {
+pub fn run(ws: &Workspace, args: BenchArgs) -> Result<()> {
+    let Some(command) = args.command else {
+        return crate::compare::all(ws, args.all);
+    };
     match command {
         BenchCommand::Kernel(args) => kernel(ws, args),
         BenchCommand::Audit { args } => audit(ws, args),
@@ -103,7 +116,7 @@ pub fn run(ws: &Workspace, command: BenchCommand) -> Result<()> {
 }
 
 /// `cargo run --release -p interceptor --example NAME`.
-fn example(ws: &Workspace, name: &str) -> Command {
+pub(crate) fn example(ws: &Workspace, name: &str) -> Command {
     let mut cmd = ws.cargo();
     cmd.args(["run", "--release", "-p", "interceptor", "--example", name]);
     cmd
@@ -216,10 +229,15 @@ fn kernel(ws: &Workspace, args: KernelArgs) -> Result<()> {
         let realtime = !args.no_realtime;
         println!("==== bench kernel: {} ====", place.name());
         let lines = match place {
-            Place::Host => run_host(&built, &sizes.suite_args(realtime, !args.no_prog_stats))?,
+            Place::Host => run_host(
+                &built,
+                "suite",
+                &sizes.suite_args(realtime, !args.no_prog_stats),
+            )?,
             Place::Vm => run_vm(
                 ws,
                 &built,
+                "suite",
                 &sizes.suite_args(realtime, !args.no_prog_stats),
                 args.vm_args,
             )?,
@@ -239,9 +257,14 @@ fn kernel(ws: &Workspace, args: KernelArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_host(built: &BenchArtifacts, suite_args: &[String]) -> Result<Vec<String>> {
+/// Runs `interceptor-bench MODE --daemon ... ARGS` on this machine and returns its lines.
+pub(crate) fn run_host(
+    built: &BenchArtifacts,
+    mode: &str,
+    suite_args: &[String],
+) -> Result<Vec<String>> {
     let mut cmd = Command::new(&built.bench);
-    cmd.arg("suite")
+    cmd.arg(mode)
         .arg("--daemon")
         .arg(&built.daemon)
         .args(suite_args)
@@ -266,14 +289,16 @@ fn run_host(built: &BenchArtifacts, suite_args: &[String]) -> Result<Vec<String>
     Ok(lines)
 }
 
-fn run_vm(
+/// Runs `interceptor-bench MODE` inside the BPF-LSM VM and returns its lines.
+pub(crate) fn run_vm(
     ws: &Workspace,
     built: &BenchArtifacts,
+    mode: &str,
     suite_args: &[String],
     vm_args: VmArgs,
 ) -> Result<Vec<String>> {
     let command = format!(
-        "exec /bin/interceptor-bench suite --daemon /bin/interceptor --expect-backend lsm {}",
+        "exec /bin/interceptor-bench {mode} --daemon /bin/interceptor --expect-backend lsm {}",
         suite_args.join(" ")
     );
     let inputs = BenchInputs {
@@ -301,9 +326,9 @@ fn run_vm(
 // ---------------------------------------------------------------------------------------
 // analysis
 
-const RESULT: &str = "INTERCEPTOR-BENCH ";
-const INFO: &str = "INTERCEPTOR-BENCH-INFO ";
-const END: &str = "INTERCEPTOR-BENCH-END ok";
+pub(crate) const RESULT: &str = "INTERCEPTOR-BENCH ";
+pub(crate) const INFO: &str = "INTERCEPTOR-BENCH-INFO ";
+pub(crate) const END: &str = "INTERCEPTOR-BENCH-END ok";
 const PROG: &str = "INTERCEPTOR-BENCH-PROG ";
 
 /// One comparison against a target.
@@ -372,7 +397,7 @@ impl Report {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     assert!(!v.is_empty(), "median of nothing");
     v.sort_by(f64::total_cmp);
     let n = v.len();

@@ -17,6 +17,7 @@
 
 mod artifacts;
 mod bench;
+mod compare;
 mod demo;
 mod package;
 mod postgres;
@@ -77,9 +78,13 @@ enum Command {
         #[command(flatten)]
         vm: VmArgs,
     },
-    /// Benchmarks, reported against the design's targets (docs/benchmarks.md).
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    /// Benchmarks (docs/benchmarks.md). Without a subcommand: interceptor side by side with
+    /// fapolicyd, auditd and strace -f on this host, and in the BPF-LSM VM, plus the
+    /// approval and audit pipelines; writes bench/results.md, results.json and ratios.png
+    /// (needs root; about 12 minutes).
+    ///
+    /// Example: sudo -E cargo xtask bench
+    Bench(bench::BenchArgs),
     /// Run the demo: the daemon with the default policy, a scripted agent whose dump is
     /// held and denied and whose setuid change is held and approved, then the audit trail
     /// (needs root).

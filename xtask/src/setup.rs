@@ -34,6 +34,10 @@ const APT_PACKAGES: &[&str] = &[
     "strace",
 ];
 
+/// What `cargo xtask bench` adds for its side-by-side runs (never needed by the tests):
+/// the peers it measures, and the compiler and make of its build workload.
+const BENCH_APT_PACKAGES: &[&str] = &["fapolicyd", "auditd", "make", "gcc", "libc6-dev"];
+
 /// Programs the tests start by path, and the package that ships each. Checked after the
 /// apt step: an installed package whose binary is gone (diverted, half-removed) would
 /// otherwise surface only as a confusing test failure.
@@ -56,6 +60,16 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// (see `VM_KERNEL_FALLBACK_PATTERN`) and says so. Bump this when that happens.
 pub const VM_KERNEL_PACKAGE: &str = "linux-image-6.12.117+deb12-cloud-amd64";
 const VM_KERNEL_FALLBACK_PATTERN: &str = r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64$";
+
+/// Installs (once) what the side-by-side bench needs beyond [`run`]'s tools.
+pub fn bench_tools(ws: &Workspace) -> Result<()> {
+    let s = Setup {
+        ws,
+        verbosity: Verbosity::Quiet,
+        apt_updated: Cell::new(false),
+    };
+    s.step("bench apt packages", |s| s.apt_packages(BENCH_APT_PACKAGES))
+}
 
 /// Records which kernel the cache holds when it is not `VM_KERNEL_PACKAGE`'s.
 const KERNEL_MARKER: &str = "kernel";
@@ -81,7 +95,7 @@ pub fn run(ws: &Workspace, verbosity: Verbosity) -> Result<()> {
         verbosity,
         apt_updated: Cell::new(false),
     };
-    s.step("apt packages", Setup::apt_packages)?;
+    s.step("apt packages", |s| s.apt_packages(APT_PACKAGES))?;
     check_apt_binaries()?;
     s.step("rust-src (nightly)", Setup::nightly_rust_src)?;
     s.step(&format!("rust target {MUSL_TARGET}"), Setup::musl_target)?;
@@ -135,11 +149,11 @@ impl<'a> Setup<'a> {
         Ok(())
     }
 
-    fn apt_packages(&self) -> Result<Check<'_>> {
+    fn apt_packages(&self, packages: &'static [&'static str]) -> Result<Check<'_>> {
         if probe_output(Command::new("dpkg-query").arg("--version")).is_none() {
             bail!("dpkg-query not found: setup supports Debian (12) machines only");
         }
-        let missing: Vec<&str> = APT_PACKAGES
+        let missing: Vec<&str> = packages
             .iter()
             .copied()
             .filter(|p| !dpkg_installed(p))
