@@ -469,6 +469,14 @@ fn audit_records(log: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether a process with this command name runs on the machine (/proc/PID/comm).
+fn running(comm: &str) -> bool {
+    fs::read_dir("/proc").is_ok_and(|d| {
+        d.flatten()
+            .any(|e| fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
+    })
+}
+
 /// Machine-wide state the peers need, put back when the bench ends: fapolicyd's
 /// configuration directory, and whether kernel auditing was enabled.
 struct PeerSetup {
@@ -483,6 +491,13 @@ impl PeerSetup {
             audit_enabled: None,
         };
         if o.configs.iter().any(|c| c == "fapolicyd") {
+            if running("fapolicyd") {
+                return Err(
+                    "fapolicyd is already running on this machine: the bench would replace its \
+                     configuration; stop it first"
+                        .into(),
+                );
+            }
             let backup = work.dir.join("fapolicyd-etc-backup");
             run_tool("cp", &["-a", "/etc/fapolicyd", &backup.to_string_lossy()])?;
             setup.fapolicyd_backup = Some(backup);
