@@ -411,6 +411,7 @@ fn summarize(place: &str, lines: &[String]) -> Result<Value> {
     let held = json!({
         "added_p50_ms": added("p50"), "added_p99_ms": added("p99"),
         "daemon_p50_ms": daemon_share("daemon_us_p50"), "daemon_p99_ms": daemon_share("daemon_us_p99"),
+        "commit_p50_ms": daemon_share("commit_us_p50"),
     });
 
     // Is every exec in auditd's log? (one record per exec carries the rule's key)
@@ -680,11 +681,13 @@ fn render(doc: &Value) -> String {
     let _ = writeln!(
         md,
         "\nHeld-exec round trip (agent-inspected minus none, exec-static): added p50 {}, p99 {}; \
-         of that, the daemon's own share (held task adopted -> resumed, from its log) p50 {}, p99 {}.",
+         of that, the daemon's own share (held task adopted -> resumed, from its log) p50 {}, p99 {}, \
+         and within it the commit of the allow decision to the audit log before the task resumes, p50 {}.",
         ms(&host["held_exec"]["added_p50_ms"]),
         ms(&host["held_exec"]["added_p99_ms"]),
         ms(&host["held_exec"]["daemon_p50_ms"]),
-        ms(&host["held_exec"]["daemon_p99_ms"])
+        ms(&host["held_exec"]["daemon_p99_ms"]),
+        ms(&host["held_exec"]["commit_p50_ms"])
     );
 
     let _ = writeln!(md, "\n## What the monitor itself costs, host\n");

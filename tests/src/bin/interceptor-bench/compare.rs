@@ -798,6 +798,10 @@ fn check(
                 let us = us.split_off(us.len().saturating_sub(n));
                 extra.push(("daemon_us_p50", json!(super::percentile(&us, 0.5))));
                 extra.push(("daemon_us_p99", json!(super::percentile(&us, 0.99))));
+                // Of which: committing the allow decision to the audit log before resuming.
+                let mut commit = super::daemon_field_us(&daemon.log_text(), "commit_us=");
+                let commit = commit.split_off(commit.len().saturating_sub(n));
+                extra.push(("commit_us_p50", json!(super::percentile(&commit, 0.5))));
             }
             Ok(())
         }

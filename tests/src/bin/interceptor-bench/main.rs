@@ -698,11 +698,17 @@ impl Drop for Daemon<'_> {
 /// The daemon's own share of each exec it held and allowed (adopted -> resumed), in log
 /// order: the `latency_us=` field of its "allowed by policy in userspace" lines.
 fn daemon_latencies_us(log: &str) -> Vec<u64> {
+    daemon_field_us(log, "latency_us=")
+}
+
+/// The field `key` (e.g. `commit_us=`) of the daemon's "allowed by policy in userspace"
+/// lines, in log order.
+fn daemon_field_us(log: &str, key: &str) -> Vec<u64> {
     log.lines()
         .filter(|l| l.contains(ALLOWED_IN_USERSPACE))
         .filter_map(|l| {
             l.split_whitespace()
-                .find_map(|w| w.strip_prefix("latency_us="))
+                .find_map(|w| w.strip_prefix(key))
                 .and_then(|v| v.parse().ok())
         })
         .collect()
