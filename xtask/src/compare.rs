@@ -36,6 +36,10 @@ pub struct AllArgs {
     /// Where results.md, results.json and ratios.png go.
     #[arg(long, default_value = "bench")]
     out: PathBuf,
+    /// Measure nothing: render results.md and ratios.png again from this results.json
+    /// (after a change to the report's layout; the figures stay those of that run).
+    #[arg(long, value_name = "RESULTS_JSON")]
+    from_json: Option<PathBuf>,
     #[command(flatten)]
     vm_args: VmArgs,
 }
@@ -101,6 +105,13 @@ const WORKLOAD_MEANING: [(&str, &str); 6] = [
 ];
 
 pub fn all(ws: &Workspace, args: AllArgs) -> Result<()> {
+    if let Some(json) = &args.from_json {
+        let text =
+            std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+        let doc: Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+        return write_report(ws, &ws.root.join(&args.out), &doc);
+    }
     if !util::is_root() {
         bail!(
             "`cargo xtask bench` must run as root: it loads eBPF programs and starts fapolicyd and auditd"
@@ -157,14 +168,25 @@ pub fn all(ws: &Workspace, args: AllArgs) -> Result<()> {
     });
     let out = ws.root.join(&args.out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let md = render(&doc);
     std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&doc)? + "\n",
     )?;
+    write_report(ws, &out, &doc)?;
+    println!(
+        "bench: wrote {}/results.md, results.json and ratios.png in {:.1} min",
+        out.display(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
+}
+
+/// results.md and ratios.png (drawn by bench/chart) from one run's results.
+fn write_report(ws: &Workspace, out: &std::path::Path, doc: &Value) -> Result<()> {
+    let md = render(doc);
     std::fs::write(out.join("results.md"), &md)?;
     let chart_input = out.join("chart.json");
-    std::fs::write(&chart_input, serde_json::to_string(&chart(&doc))?)?;
+    std::fs::write(&chart_input, serde_json::to_string(&chart(doc))?)?;
     let mut cmd = ws.cargo();
     cmd.args([
         "run",
@@ -180,11 +202,6 @@ pub fn all(ws: &Workspace, args: AllArgs) -> Result<()> {
     util::run_checked(&mut cmd)?;
     std::fs::remove_file(&chart_input)?;
     println!("{md}");
-    println!(
-        "bench: wrote {}/results.md, results.json and ratios.png in {:.1} min",
-        out.display(),
-        started.elapsed().as_secs_f64() / 60.0
-    );
     Ok(())
 }
 
@@ -567,6 +584,27 @@ fn target_row(
     let _ = writeln!(md, "| {what} | {value} | {target} | {verdict} |");
 }
 
+/// A throughput-ratio target: met only when every round met it, missed when none did;
+/// otherwise the rounds spread across it, and the median says which side it leans to.
+fn ratio_target_row(md: &mut String, what: &str, cell: &Value, target: f64) {
+    let (value, verdict) = match (f(&cell["median"]), f(&cell["min"]), f(&cell["max"])) {
+        (Some(m), Some(lo), Some(hi)) => (
+            format!("{m:.3} (rounds {lo:.2}–{hi:.2})"),
+            if lo >= target {
+                "yes"
+            } else if hi < target {
+                "**no**"
+            } else if m >= target {
+                "median yes; rounds on both sides"
+            } else {
+                "median **no**; rounds on both sides"
+            },
+        ),
+        _ => ("not measured".to_string(), "–"),
+    };
+    let _ = writeln!(md, "| {what} | {value} | >= {target} | {verdict} |");
+}
+
 fn render(doc: &Value) -> String {
     let mut md = String::new();
     let m = &doc["machine"];
@@ -774,39 +812,29 @@ fn render(doc: &Value) -> String {
     let _ = writeln!(md, "\n## Targets (DESIGN.md §9)\n");
     let _ = writeln!(md, "| target | measured | wanted | met |");
     let _ = writeln!(md, "|---|---|---|---|");
-    let r = |p: &str, w: &str, c: &str| f(&doc[p]["ratios"][w][c]["median"]);
-    let ge = |t: f64| move |x: f64| x >= t;
-    target_row(
+    ratio_target_row(
         &mut md,
         "untracked exec, host",
-        r("host", "exec-static", "untracked"),
-        "{}",
-        ">= 0.99",
-        ge(0.99),
+        &doc["host"]["ratios"]["exec-static"]["untracked"],
+        0.99,
     );
-    target_row(
+    ratio_target_row(
         &mut md,
         "untracked open, VM (the host backend has no open hook)",
-        r("vm", "open-shallow", "untracked"),
-        "{}",
-        ">= 0.99",
-        ge(0.99),
+        &doc["vm"]["ratios"]["open-shallow"]["untracked"],
+        0.99,
     );
-    target_row(
+    ratio_target_row(
         &mut md,
         "agent exec, fast path, host",
-        r("host", "exec-static", "agent-fast"),
-        "{}",
-        ">= 0.97",
-        ge(0.97),
+        &doc["host"]["ratios"]["exec-static"]["agent-fast"],
+        0.97,
     );
-    target_row(
+    ratio_target_row(
         &mut md,
         "agent open, fast path, VM",
-        r("vm", "open-shallow", "agent-fast"),
-        "{}",
-        ">= 0.93",
-        ge(0.93),
+        &doc["vm"]["ratios"]["open-shallow"]["agent-fast"],
+        0.93,
     );
     target_row(
         &mut md,
@@ -852,6 +880,13 @@ fn render(doc: &Value) -> String {
         |x| x < 10.0,
     );
 
+    let _ = writeln!(
+        md,
+        "\nA ratio target is met when every round met it. On this shared 2-CPU machine single \
+         rounds stray by several percent, so the 1% targets are often unresolved here; \
+         `cargo xtask bench kernel` (15 rounds, plus the kernel's own run-time statistics of our \
+         programs, the `bpf est.` column) resolves them (docs/benchmarks.md)."
+    );
     let _ = writeln!(md, "\n## How it was measured\n");
     let _ = writeln!(
         md,
@@ -992,6 +1027,10 @@ mod tests {
         );
         assert!(
             md.contains("| hold -> webhook p99 | not measured |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| agent exec, fast path, host | 0.990 (rounds 0.50–1.01) | >= 0.97 | median yes; rounds on both sides |"),
             "{md}"
         );
     }
