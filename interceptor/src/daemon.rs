@@ -3022,6 +3022,30 @@ fn exec_record(
     }
 }
 
+/// A ring-buffer record decoded as the daemon decodes it, outside a running daemon (the
+/// `kernel_event` fuzz target): the exec or open record it becomes, with agent id 0's
+/// name; `None` for an undecodable record or a refused connect (which has no record).
+pub fn decode_record(bytes: &[u8], policy: &Policy) -> Option<ExecRecord> {
+    let agent = || ("fuzz".to_string(), None);
+    match decode_kind(bytes)? {
+        EventKind::Exec | EventKind::ExecDenied => Some(exec_record(
+            &decode::<ExecEvent>(bytes)?,
+            0,
+            agent(),
+            policy,
+        )),
+        EventKind::Open => {
+            let ev = decode::<OpenEvent>(bytes)?;
+            let rule = policy.rule(ev.rule_id).map(|r| r.name.clone());
+            Some(open_record(&ev, 0, agent(), rule))
+        }
+        EventKind::ConnectRefused => {
+            decode::<interceptor_common::ConnectEvent>(bytes)?;
+            None
+        }
+    }
+}
+
 /// The kind of a ring-buffer record (its first `u32`).
 pub fn decode_kind(bytes: &[u8]) -> Option<EventKind> {
     let raw = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);

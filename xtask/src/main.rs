@@ -19,6 +19,7 @@ mod artifacts;
 mod bench;
 mod compare;
 mod demo;
+mod fuzz;
 mod package;
 mod postgres;
 mod setup;
@@ -54,8 +55,9 @@ enum Command {
     /// Run the test tiers (default: 1, 2 and 3 in order).
     Test {
         /// Tier(s) to run: 1 = unit, 2 = host-root integration, 3 = VM integration,
-        /// 4 = the Debian package (built, installed into a scratch root, checked).
-        #[arg(long = "tier", value_parser = clap::value_parser!(u8).range(1..=4))]
+        /// 4 = the Debian package (built, installed into a scratch root, checked),
+        /// 5 = a short run of every fuzz target.
+        #[arg(long = "tier", value_parser = clap::value_parser!(u8).range(1..=5))]
         tiers: Vec<u8>,
         #[command(flatten)]
         vm: VmArgs,
@@ -85,6 +87,18 @@ enum Command {
     ///
     /// Example: sudo -E cargo xtask bench
     Bench(bench::BenchArgs),
+    /// Run the fuzz targets in fuzz/ (cargo-fuzz, libFuzzer, AddressSanitizer): the policy
+    /// parser, signed callbacks, Slack callbacks, the review form, control-socket requests
+    /// and kernel records. Fails on the first crash, with the input saved in fuzz/artifacts/.
+    ///
+    /// Example: cargo xtask fuzz --secs 600 kernel_event
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Targets to run (default: all).
+        targets: Vec<String>,
+    },
     /// Run the demo: the daemon with the default policy, a scripted agent whose dump is
     /// held and denied and whose setuid change is held and approved, then the audit trail
     /// (needs root).
@@ -185,6 +199,10 @@ fn run() -> Result<()> {
         Command::Bench(command) => {
             setup::run(&ws, setup::Verbosity::Quiet)?;
             bench::run(&ws, command)
+        }
+        Command::Fuzz { secs, targets } => {
+            setup::run(&ws, setup::Verbosity::Quiet)?;
+            fuzz::run(&ws, secs, &targets).map(|_| ())
         }
         Command::Demo => {
             setup::run(&ws, setup::Verbosity::Quiet)?;

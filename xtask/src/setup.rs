@@ -51,6 +51,8 @@ const APT_BINARIES: &[(&str, &str)] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Builds the Debian package (`cargo xtask package`, test tier 4).
 pub const CARGO_DEB_VERSION: &str = "3.8.0";
+/// Builds and runs the fuzz targets (`cargo xtask fuzz`, test tier 5).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// The VM kernel: Debian bookworm-security's 6.12 cloud kernel, which has CONFIG_BPF_LSM=y,
@@ -104,6 +106,10 @@ pub fn run(ws: &Workspace, verbosity: Verbosity) -> Result<()> {
         Setup::bpf_linker,
     )?;
     s.step(&format!("cargo-deb {CARGO_DEB_VERSION}"), Setup::cargo_deb)?;
+    s.step(
+        &format!("cargo-fuzz {CARGO_FUZZ_VERSION}"),
+        Setup::cargo_fuzz,
+    )?;
     s.step("VM kernel", Setup::vm_kernel)?;
     s.step("VM busybox", Setup::vm_busybox)?;
     if verbosity == Verbosity::Report {
@@ -251,6 +257,16 @@ impl<'a> Setup<'a> {
         Ok(Check::Missing(
             what,
             Box::new(|| run_checked(&mut cargo_install("cargo-deb", CARGO_DEB_VERSION))),
+        ))
+    }
+
+    fn cargo_fuzz(&self) -> Result<Check<'_>> {
+        let Some(what) = cargo_tool_missing("cargo-fuzz", CARGO_FUZZ_VERSION, 90) else {
+            return Ok(Check::Present(String::new()));
+        };
+        Ok(Check::Missing(
+            what,
+            Box::new(|| run_checked(&mut cargo_install("cargo-fuzz", CARGO_FUZZ_VERSION))),
         ))
     }
 

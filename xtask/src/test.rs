@@ -11,6 +11,8 @@
 //!   installed into a scratch root and checked, the systemd unit verified and scored (see
 //!   package.rs); then `cargo xtask demo`, its transcript checked (demo.rs).
 //!
+//! - tier 5 fuzz: every fuzz target in fuzz/ for a short time (fuzz.rs).
+//!
 //! A failing tier does not stop the later ones; the exit status is non-zero if any failed.
 
 use std::path::PathBuf;
@@ -32,6 +34,9 @@ use crate::{VmArgs, Workspace};
 pub const ENV_DAEMON: &str = "INTERCEPTOR_BIN";
 pub const ENV_PROBE: &str = "INTERCEPTOR_PROBE";
 pub const ENV_BACKEND: &str = "INTERCEPTOR_EXPECT_BACKEND";
+/// Seconds each fuzz target runs in tier 5: long enough to catch shallow bugs in every
+/// run; `cargo xtask fuzz --secs N` runs longer.
+const FUZZ_SECS: u64 = 20;
 /// Where tests save what a human may want to look at afterwards (browser screenshots).
 pub const ENV_ARTIFACTS: &str = "INTERCEPTOR_TEST_ARTIFACTS";
 
@@ -97,7 +102,7 @@ fn vm_tests(tests: &[TestExe]) -> Vec<TestExe> {
 
 pub fn run(ws: &Workspace, tiers: &[u8], vm_args: VmArgs) -> Result<()> {
     let mut tiers = if tiers.is_empty() {
-        vec![1, 2, 3, 4]
+        vec![1, 2, 3, 4, 5]
     } else {
         tiers.to_vec()
     };
@@ -128,6 +133,16 @@ pub fn run(ws: &Workspace, tiers: &[u8], vm_args: VmArgs) -> Result<()> {
                 }
                 demo::run_built(&artifacts::build_demo(ws)?)?;
                 counts.passed += 1;
+                Ok(())
+            }),
+            5 => timed("tier 5 fuzz", |counts, note| {
+                let runs = crate::fuzz::run(ws, FUZZ_SECS, &[])?;
+                counts.passed += runs.len() as u64;
+                let execs: u64 = runs.iter().map(|r| r.execs).sum();
+                *note = Some(format!(
+                    "{} targets, {FUZZ_SECS} s each, {execs} inputs run, no crash",
+                    runs.len()
+                ));
                 Ok(())
             }),
             _ => timed("tier 3 vm", |counts, note| {
