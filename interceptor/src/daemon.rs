@@ -1270,12 +1270,25 @@ impl Daemon {
                         rows: vec![follow(AuditEvent::Approval(row), p.decision_seq)],
                     }
                 }
-                Some(_) => Taken::Whole(Box::new(
-                    state
+                Some(_) => {
+                    let p = state
                         .pending
                         .remove(&id)
-                        .expect("found under the same lock"),
-                )),
+                        .expect("found under the same lock");
+                    // Closed from this moment: a concurrent answer is told which one won,
+                    // not that the request does not exist.
+                    let verb = match decision {
+                        Decision::Approved => "approval",
+                        Decision::Denied => "denial",
+                    };
+                    let closed = Closed {
+                        why: format!("{reviewer}'s {verb} is being applied"),
+                        row: approval_row(id, ApprovalStep::Rejected, &p.decision, None),
+                        headline: p.notice.headline(),
+                    };
+                    state.closed.insert(id, closed);
+                    Taken::Whole(Box::new(p))
+                }
             }
         };
         let pending = match taken {
@@ -1313,6 +1326,7 @@ impl Daemon {
         if let Some(pidfd) = &pending.pidfd
             && !pidfd.alive()
         {
+            self.remember_closed(&pending, format!("its process {pid} exited"));
             return Err(format!("request {id}: the held process {pid} has exited"));
         }
         let (step, outcome) = match decision {
@@ -1324,7 +1338,9 @@ impl Daemon {
             Decision::Approved => {
                 if let Err(e) = self.append_all(rows).await {
                     error!(id, error = %e, "approval not applied: it could not be recorded in the audit log");
-                    lock(&self.state).pending.insert(id, pending);
+                    let mut state = lock(&self.state);
+                    state.closed.remove(&id);
+                    state.pending.insert(id, pending);
                     return Err(format!(
                         "request {id}: the approval could not be recorded in the audit log ({e}); \
                          it was NOT applied and the operation stays held"

@@ -7,8 +7,8 @@ use std::{
 };
 
 use interceptor_integration::{
-    Backend, Daemon, Rule, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
-    proc_state,
+    Backend, Daemon, Rule, Spawned, TestDir, approval_steps, expected_backend, fate, probe_bin,
+    probe_value, proc_state,
 };
 
 /// Starts `hold-bot` running the held binary (which would create `marker`); returns once the
@@ -199,4 +199,56 @@ fn sigcont_from_a_tracked_sibling(mode: &str) {
     }
     let (status, _) = agent.finish();
     assert_eq!(fate(status), "exit:0");
+}
+
+/// Scenario 27: an approve and a deny sent at the same moment, five times: exactly one is
+/// applied (the task runs or dies accordingly), the other is told the request is closed,
+/// and the audit log closes the request once.
+#[test]
+fn scenario_27_concurrent_approve_and_deny_apply_exactly_one() {
+    let dir = TestDir::new("hold-race");
+    let held = dir.probe_copy("held-tool");
+    let daemon = Daemon::start(&dir, &[Rule::HoldExec(&held)]);
+    for round in 0..5 {
+        let marker = dir.join(&format!("marker-{round}"));
+        let (agent, id) = start_held(&daemon, &held, &marker);
+        let id_arg = id.to_string();
+        let start = std::sync::Barrier::new(2);
+        let answer = |verb: &str| {
+            start.wait();
+            daemon.cli(&["approvals", verb, &id_arg])
+        };
+        let (approve, deny) = std::thread::scope(|s| {
+            let a = s.spawn(|| answer("approve"));
+            let d = s.spawn(|| answer("deny"));
+            (a.join().unwrap(), d.join().unwrap())
+        });
+        assert_ne!(
+            approve.status.success(),
+            deny.status.success(),
+            "exactly one answer applies: approve {approve:?}, deny {deny:?}"
+        );
+        let approved = approve.status.success();
+        let loser = if approved { &deny } else { &approve };
+        let told = String::from_utf8_lossy(&loser.stderr);
+        assert!(
+            told.contains(&format!("request {id} is closed")),
+            "the other answer is refused: {told}"
+        );
+        let (status, _) = agent.finish();
+        if approved {
+            assert_eq!(fate(status), "exit:0");
+            assert!(marker.exists(), "the approved program ran");
+        } else {
+            assert_eq!(fate(status), "signal:9");
+            assert!(!marker.exists(), "the denied program never ran");
+        }
+        let rows = daemon.approval_rows(id, 2);
+        let closings: Vec<&str> = approval_steps(&rows)
+            .into_iter()
+            .filter(|s| matches!(*s, "approved" | "denied"))
+            .collect();
+        let want = if approved { "approved" } else { "denied" };
+        assert_eq!(closings, [want], "one closing row: {rows:#?}");
+    }
 }
