@@ -241,3 +241,48 @@ fn run_sessions_reach_descendants_requests_and_the_audit_log_and_stay_apart() {
         "{stderr}"
     );
 }
+
+/// Scenario 15: a program that rewrites its argv and comm after exec cannot change what was
+/// recorded: events and the audit log keep the arguments it was executed with.
+#[test]
+fn scenario_15_argv_rewritten_after_exec_is_recorded_as_executed() {
+    let dir = TestDir::new("argv-rewrite");
+    let daemon = Daemon::start(&dir, &[]);
+    let marker = dir.join("rewritten");
+    let agent = Spawned::start(daemon.agent(
+        "rewrite-bot",
+        &probe_bin(),
+        &["rewrite-argv", marker.to_str().unwrap(), "2"],
+    ));
+    daemon.wait_for("the probe to rewrite its arguments", || {
+        marker.exists().then_some(())
+    });
+    let pid = agent.pid();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(
+        cmdline.starts_with(b"harmless --dry-run"),
+        "the rewrite took effect: {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+    assert_eq!(comm.trim(), "innocent");
+    assert_eq!(fate(agent.finish().0), "exit:0");
+
+    let probe = probe_bin();
+    let event = daemon.wait_event("the probe's exec", |e| {
+        e["agent"] == "rewrite-bot" && e["filename"] == probe.to_str().unwrap()
+    });
+    assert_eq!(event["argv"][1], "rewrite-argv", "{event}");
+    let row = daemon.wait_audit(
+        "the probe's exec row",
+        &["--agent", "rewrite-bot", "--kind", "exec"],
+        |r| r["event"]["filename"] == probe.to_str().unwrap(),
+    );
+    let argv = &row["event"]["process"]["argv"];
+    assert_eq!(argv[1], "rewrite-argv", "{row:#}");
+    assert_eq!(argv[2], marker.to_str().unwrap(), "{row:#}");
+    assert!(
+        !row.to_string().contains("harmless --dry-run"),
+        "the rewritten text is nowhere in the row: {row:#}"
+    );
+}

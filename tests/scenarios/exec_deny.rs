@@ -103,3 +103,46 @@ fn the_same_exec_outside_the_agent_tree_runs() {
     let events = daemon.json(&["events", "--json"]);
     assert_eq!(events.as_array().map(Vec::len), Some(0), "{events}");
 }
+
+/// Scenario 31: an execve from a thread that is not the thread-group leader is judged like
+/// any other: refused, and recorded with the rule and the agent.
+#[test]
+fn scenario_31_a_non_leader_thread_exec_of_a_denied_binary_is_refused() {
+    let dir = TestDir::new("deny-thread");
+    let denied = dir.probe_copy("denied-tool");
+    let marker = dir.join("marker");
+    let daemon = Daemon::start(&dir, &[Rule::DenyExec(&denied)]);
+
+    let agent = daemon.agent(
+        "thread-bot",
+        &probe_bin(),
+        &[
+            "thread-exec",
+            denied.to_str().unwrap(),
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+    );
+    let (status, out) = Spawned::start(agent).finish();
+    match expected_backend() {
+        Backend::Lsm => {
+            assert_eq!(
+                probe_value(&out, "exec-errno"),
+                Some("1"),
+                "the thread's execve must fail with EPERM; output: {out}"
+            );
+            assert_eq!(fate(status), "exit:1");
+        }
+        Backend::Tracepoint => {
+            assert_eq!(fate(status), "signal:9", "output: {out}");
+        }
+    }
+    assert!(!marker.exists(), "the denied program must not have run");
+    let rule = format!("cli:deny-exec:{}", denied.display());
+    let row = daemon.wait_audit(
+        "the refused thread exec",
+        &["--rule", &rule, "--kind", "decision"],
+        |r| r["outcome"] == "denied",
+    );
+    assert_eq!(row["agent"], "thread-bot", "{row:#}");
+}

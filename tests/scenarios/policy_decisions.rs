@@ -363,3 +363,57 @@ action = "deny"
         assert_eq!(row["agent"], "script-bot", "{row}");
     }
 }
+
+/// Scenario 25: LD_PRELOAD, LD_AUDIT or BASH_ENV set for a program that is otherwise
+/// allowed: the env rule makes the kernel hold each exec of it, the daemon reads the new
+/// program's environment while it is stopped, and the injected one dies before its first
+/// instruction; the same program without them runs.
+#[test]
+fn scenario_25_loader_injection_into_an_allowed_program_is_denied() {
+    let dir = TestDir::new("policy-env");
+    let tool = dir.probe_copy("git");
+    let tool_path = tool.to_str().unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"version = 1
+
+[[rule]]
+name = "no-loader-injection"
+operation = "exec"
+binary = "{tool_path}"
+env = ["LD_PRELOAD", "LD_AUDIT", "BASH_ENV"]
+action = "deny"
+reason = "an injected library or startup script changes what a reviewed program does"
+"#
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    let run = |marker: &std::path::Path, env: Option<(&str, &str)>| {
+        let mut cmd = daemon.agent("env-bot", &tool, &["touch", marker.to_str().unwrap()]);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        Spawned::start(cmd).finish().0
+    };
+    let clean = dir.join("clean");
+    assert_eq!(fate(run(&clean, None)), "exit:0");
+    assert!(clean.exists(), "without injection the program runs");
+    for (i, var) in ["LD_PRELOAD", "LD_AUDIT", "BASH_ENV"]
+        .into_iter()
+        .enumerate()
+    {
+        let marker = dir.join(&format!("injected-{i}"));
+        let status = run(&marker, Some((var, "/tmp/interceptor-test-inject.so")));
+        assert_eq!(fate(status), "signal:9", "{var} set: killed before it runs");
+        assert!(!marker.exists(), "{var} set: the program never ran");
+    }
+    let rows = daemon.audit_rows(&["--rule", "no-loader-injection", "--kind", "decision"]);
+    let denied = rows.iter().filter(|r| r["outcome"] == "denied").count();
+    assert_eq!(denied, 3, "one denial per injected exec: {rows:#?}");
+    assert!(
+        rows.iter().all(|r| r["decided_by"] == "policy"),
+        "judged in userspace from the held task's environment: {rows:#?}"
+    );
+}

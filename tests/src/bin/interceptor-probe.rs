@@ -283,6 +283,9 @@ fn bpf_map_write(pin: &str, key: &[u8], value: &[u8]) -> i64 {
     }
 }
 
+/// What `rewrite-argv` writes over its own arguments.
+const REWRITTEN_ARGV: &str = "harmless --dry-run";
+
 fn say(line: String) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -357,6 +360,44 @@ fn main() {
             let err = Command::new(&rest[0]).args(&rest[1..]).exec();
             say(format!("exec-errno={}", err.raw_os_error().unwrap_or(-1)));
             std::process::exit(1);
+        }
+        // execve from a thread that is not the thread-group leader (scenario 31): the
+        // kernel makes the exec'ing thread the leader, under the process's pid.
+        "thread-exec" => {
+            let (program, args) = (rest[0].clone(), rest[1..].to_vec());
+            let thread = std::thread::spawn(move || {
+                let err = Command::new(&program).args(&args).exec();
+                say(format!("exec-errno={}", err.raw_os_error().unwrap_or(-1)));
+                std::process::exit(1);
+            });
+            let _ = thread.join();
+            std::process::exit(2);
+        }
+        // Scenario 15: after exec, overwrite the argument area the kernel shows as
+        // /proc/self/cmdline with REWRITTEN_ARGV and the comm with "innocent", write the
+        // marker rest[0], then live rest[1] seconds.
+        "rewrite-argv" => {
+            let stat = std::fs::read_to_string("/proc/self/stat").expect("own stat");
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .expect("stat has a comm")
+                .1
+                .split_whitespace()
+                .collect();
+            // proc(5): arg_start and arg_end are fields 48 and 49; fields[0] is field 3.
+            let start: usize = fields[45].parse().expect("arg_start");
+            let end: usize = fields[46].parse().expect("arg_end");
+            // SAFETY: [arg_start, arg_end) is this process's own argument area on its
+            // stack, mapped and writable; std copied the arguments out at startup.
+            let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+            area.fill(0);
+            let text = REWRITTEN_ARGV.as_bytes();
+            let n = text.len().min(area.len().saturating_sub(1));
+            area[..n].copy_from_slice(&text[..n]);
+            // SAFETY: PR_SET_NAME reads a NUL-terminated name of at most 16 bytes.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c"innocent".as_ptr()) };
+            std::fs::write(&rest[0], b"rewritten\n").expect("write marker");
+            std::thread::sleep(Duration::from_secs_f64(rest[1].parse().expect("seconds")));
         }
         "spawn" => match Command::new(&rest[0]).args(&rest[1..]).status() {
             Ok(status) => say(format!("child={}", fate(status))),
