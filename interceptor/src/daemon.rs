@@ -265,12 +265,14 @@ struct Pending {
 }
 
 /// What an exec grant covers: this agent running this binary (with this argv, unless
-/// the rule's grant scope is `binary`).
+/// the rule's grant scope is `binary`), and only while the binary is the very file that
+/// was approved: replaced or rewritten, it is asked about again (scenario 13).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ExecGrantKey {
     agent: String,
     binary: String,
     argv: Option<Vec<String>>,
+    file: procfs::FileIdentity,
 }
 
 /// An exec grant in force.
@@ -2853,7 +2855,10 @@ fn exec_grant_key(view: &PendingView, rule: Option<&crate::policy::Rule>) -> Opt
         return None;
     }
     let scope = rule.and_then(|r| r.grant.as_ref()).map(|g| g.scope)?;
+    // No identity, no grant: what cannot be recognised later is asked about again.
+    let file = procfs::exe_identity(view.pid).ok()?;
     Some(ExecGrantKey {
+        file,
         agent: view.agent.clone(),
         binary: view.exe.clone(),
         argv: match scope {

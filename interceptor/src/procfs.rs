@@ -74,6 +74,30 @@ pub fn exe(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe"))
 }
 
+/// Which file, in which state, a process is running: the inode of its executable and
+/// the inode's change time and size. A file replaced (rename over it) has another inode;
+/// one rewritten in place has another change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_ns: i128,
+    pub size: u64,
+}
+
+/// The identity of the file a process executes (`/proc/PID/exe`, which names the inode
+/// the process runs even after it was renamed over or unlinked).
+pub fn exe_identity(pid: u32) -> io::Result<FileIdentity> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = fs::metadata(format!("/proc/{pid}/exe"))?;
+    Ok(FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        size: m.size(),
+    })
+}
+
 /// The real uid of a process (first field of `Uid:` in /proc/PID/status).
 pub fn uid(pid: u32) -> io::Result<u32> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;

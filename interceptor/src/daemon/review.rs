@@ -919,6 +919,9 @@ impl Daemon {
         started: Instant,
     ) -> bool {
         let now = Instant::now();
+        // The held task is stopped before its first instruction: its executable is the file
+        // it is about to run. Unknown identity: no grant applies.
+        let file = procfs::exe_identity(view.pid).ok();
         let (used, expired) = {
             let mut state = lock(&self.state);
             let expired: Vec<ExecGrant> = state
@@ -936,6 +939,7 @@ impl Daemon {
                 .find(|g| {
                     g.key.agent == view.agent
                         && g.key.binary == view.exe
+                        && Some(g.key.file) == file
                         && g.key.argv.as_ref().is_none_or(|a| *a == view.argv)
                 })
                 .map(|g| {
