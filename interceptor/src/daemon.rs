@@ -1717,21 +1717,15 @@ impl Daemon {
     }
 
     fn on_kernel_event(self: &Arc<Self>, bytes: &[u8]) {
-        let (record, start_boottime, open) = match decode_kind(bytes) {
-            Some(EventKind::Exec | EventKind::ExecDenied) => {
-                let Some(event) = decode::<ExecEvent>(bytes) else {
-                    return self.undecodable(bytes);
-                };
-                (self.record(&event), event.start_boottime, None)
-            }
-            Some(EventKind::Open) => {
-                let Some(event) = decode::<OpenEvent>(bytes) else {
-                    return self.undecodable(bytes);
-                };
+        let Some(event) = decode_event(bytes) else {
+            return self.undecodable(bytes);
+        };
+        let (record, start_boottime, open) = match event {
+            KernelEvent::Exec(event) => (self.record(&event), event.start_boottime, None),
+            KernelEvent::Open(event) => {
                 (self.open_record(&event), event.start_boottime, Some(event))
             }
-            Some(EventKind::ConnectRefused) => return self.connect_refused(bytes),
-            None => return self.undecodable(bytes),
+            KernelEvent::ConnectRefused(event) => return self.connect_refused(&event),
         };
         self.metrics.event(match record.kind.as_str() {
             "open" => metrics::EventKind::Open,
@@ -1773,10 +1767,7 @@ impl Daemon {
 
     /// An agent's connect to the approval listener, refused in the kernel: logged and
     /// audited (the refusal itself never waits for the daemon).
-    fn connect_refused(&self, bytes: &[u8]) {
-        let Some(ev) = decode::<interceptor_common::ConnectEvent>(bytes) else {
-            return self.undecodable(bytes);
-        };
+    fn connect_refused(&self, ev: &interceptor_common::ConnectEvent) {
         let (agent, session) = self.agent_of(ev.agent_id);
         let process = ProcessInfo {
             agent,
@@ -1789,7 +1780,7 @@ impl Daemon {
             argv: procfs::cmdline(ev.tgid).unwrap_or_default(),
             ..ProcessInfo::default()
         };
-        let row = crate::listener_guard::refused_row(&ev, process);
+        let row = crate::listener_guard::refused_row(ev, process);
         if let AuditEvent::Guard(g) = &row {
             warn!(pid = ev.tgid, agent = %g.process.agent, target = %g.target, "{}", g.detail);
         }
@@ -3043,27 +3034,39 @@ fn exec_record(
     }
 }
 
+/// A ring-buffer record, by kind.
+// Decoded onto the stack per event, as the events were before: boxing the big variant
+// would put an allocation on the hot path of every kernel event.
+#[allow(clippy::large_enum_variant)]
+pub enum KernelEvent {
+    /// An exec, or an exec refused in bprm_check_security.
+    Exec(ExecEvent),
+    Open(OpenEvent),
+    ConnectRefused(interceptor_common::ConnectEvent),
+}
+
+/// Decodes a ring-buffer record: its kind, then the event of that kind; `None` when the
+/// kind is unknown or the record too short for it.
+pub fn decode_event(bytes: &[u8]) -> Option<KernelEvent> {
+    Some(match decode_kind(bytes)? {
+        EventKind::Exec | EventKind::ExecDenied => KernelEvent::Exec(decode(bytes)?),
+        EventKind::Open => KernelEvent::Open(decode(bytes)?),
+        EventKind::ConnectRefused => KernelEvent::ConnectRefused(decode(bytes)?),
+    })
+}
+
 /// A ring-buffer record decoded as the daemon decodes it, outside a running daemon (the
 /// `kernel_event` fuzz target): the exec or open record it becomes, with agent id 0's
 /// name; `None` for an undecodable record or a refused connect (which has no record).
 pub fn decode_record(bytes: &[u8], policy: &Policy) -> Option<ExecRecord> {
-    let agent = || ("fuzz".to_string(), None);
-    match decode_kind(bytes)? {
-        EventKind::Exec | EventKind::ExecDenied => Some(exec_record(
-            &decode::<ExecEvent>(bytes)?,
-            0,
-            agent(),
-            policy,
-        )),
-        EventKind::Open => {
-            let ev = decode::<OpenEvent>(bytes)?;
-            let rule = policy.rule(ev.rule_id).map(|r| r.name.clone());
-            Some(open_record(&ev, 0, agent(), rule))
+    let agent = ("fuzz".to_string(), None);
+    match decode_event(bytes)? {
+        KernelEvent::Exec(ev) => Some(exec_record(&ev, 0, agent, policy)),
+        KernelEvent::Open(ev) => {
+            let rule = rule_name_in(policy, &[], ev.rule_id, ev.flags);
+            Some(open_record(&ev, 0, agent, rule))
         }
-        EventKind::ConnectRefused => {
-            decode::<interceptor_common::ConnectEvent>(bytes)?;
-            None
-        }
+        KernelEvent::ConnectRefused(_) => None,
     }
 }
 
