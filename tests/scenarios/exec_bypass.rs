@@ -2,26 +2,9 @@
 //! binaries with no name at all.
 
 use interceptor_integration::{
-    Backend, Daemon, LD_SO, Rule, Spawned, TestDir, dynamic_true, expected_backend, fate,
-    probe_bin, probe_value, proc_state,
+    Backend, Daemon, LD_SO, Rule, Spawned, TestDir, assert_exec_refused, dynamic_true,
+    expected_backend, fate, probe_bin, probe_value, proc_state,
 };
-
-/// Runs `agent` and checks the exec of the denied binary was refused for this backend.
-fn assert_refused(daemon: &Daemon, args: &[&str], marker: &std::path::Path) {
-    let (status, out) = Spawned::start(daemon.agent("bypass-bot", &probe_bin(), args)).finish();
-    match expected_backend() {
-        Backend::Lsm => {
-            assert_eq!(
-                probe_value(&out, "exec-errno"),
-                Some("1"),
-                "EPERM expected; output: {out}"
-            );
-            assert_eq!(fate(status), "exit:1");
-        }
-        Backend::Tracepoint => assert_eq!(fate(status), "signal:9", "output: {out}"),
-    }
-    assert!(!marker.exists(), "the denied program must not have run");
-}
 
 #[test]
 fn scenario_02_symlink_to_a_denied_binary() {
@@ -31,8 +14,9 @@ fn scenario_02_symlink_to_a_denied_binary() {
     std::os::unix::fs::symlink(&denied, &link).unwrap();
     let marker = dir.join("marker");
     let daemon = Daemon::start(&dir, &[Rule::DenyExec(&denied)]);
-    assert_refused(
+    assert_exec_refused(
         &daemon,
+        "bypass-bot",
         &[
             "exec",
             link.to_str().unwrap(),
@@ -51,8 +35,9 @@ fn scenario_03_hardlink_to_a_denied_binary() {
     std::fs::hard_link(&denied, &link).unwrap();
     let marker = dir.join("marker");
     let daemon = Daemon::start(&dir, &[Rule::DenyExec(&denied)]);
-    assert_refused(
+    assert_exec_refused(
         &daemon,
+        "bypass-bot",
         &[
             "exec",
             link.to_str().unwrap(),

@@ -3,7 +3,7 @@
 //! tracepoint backend: the task is killed (SIGKILL) before its first instruction.
 
 use interceptor_integration::{
-    Backend, Daemon, Rule, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
+    Backend, Daemon, Rule, Spawned, TestDir, assert_exec_refused, expected_backend, fate, probe_bin,
 };
 
 #[test]
@@ -13,35 +13,17 @@ fn agent_exec_of_a_denied_binary_is_refused() {
     let marker = dir.join("marker");
     let daemon = Daemon::start(&dir, &[Rule::DenyExec(&denied)]);
 
-    let agent = daemon.agent(
+    assert_exec_refused(
+        &daemon,
         "deny-bot",
-        &probe_bin(),
         &[
             "exec",
             denied.to_str().unwrap(),
             "touch",
             marker.to_str().unwrap(),
         ],
+        &marker,
     );
-    let (status, out) = Spawned::start(agent).finish();
-    match expected_backend() {
-        Backend::Lsm => {
-            assert_eq!(
-                probe_value(&out, "exec-errno"),
-                Some("1"),
-                "execve must fail with EPERM; output: {out}"
-            );
-            assert_eq!(fate(status), "exit:1");
-        }
-        Backend::Tracepoint => {
-            assert_eq!(
-                fate(status),
-                "signal:9",
-                "the exec must be killed; output: {out}"
-            );
-        }
-    }
-    assert!(!marker.exists(), "the denied program must not have run");
 
     let event = daemon.wait_event("the denied exec event", |e| {
         e["denied"] == true && e["agent"] == "deny-bot"
@@ -113,31 +95,17 @@ fn scenario_31_a_non_leader_thread_exec_of_a_denied_binary_is_refused() {
     let marker = dir.join("marker");
     let daemon = Daemon::start(&dir, &[Rule::DenyExec(&denied)]);
 
-    let agent = daemon.agent(
+    assert_exec_refused(
+        &daemon,
         "thread-bot",
-        &probe_bin(),
         &[
             "thread-exec",
             denied.to_str().unwrap(),
             "touch",
             marker.to_str().unwrap(),
         ],
+        &marker,
     );
-    let (status, out) = Spawned::start(agent).finish();
-    match expected_backend() {
-        Backend::Lsm => {
-            assert_eq!(
-                probe_value(&out, "exec-errno"),
-                Some("1"),
-                "the thread's execve must fail with EPERM; output: {out}"
-            );
-            assert_eq!(fate(status), "exit:1");
-        }
-        Backend::Tracepoint => {
-            assert_eq!(fate(status), "signal:9", "output: {out}");
-        }
-    }
-    assert!(!marker.exists(), "the denied program must not have run");
     let rule = format!("cli:deny-exec:{}", denied.display());
     let row = daemon.wait_audit(
         "the refused thread exec",

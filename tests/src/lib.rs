@@ -700,6 +700,33 @@ pub fn fate(status: ExitStatus) -> String {
     }
 }
 
+/// Runs `interceptor-probe ARGS` as agent `agent`, where ARGS make the probe exec a denied
+/// program, and asserts it was refused as the expected backend refuses: execve fails with
+/// EPERM and the probe exits 1 (lsm), or the task is killed (tracepoint); and that the
+/// program never wrote `marker`. Returns the probe's output.
+pub fn assert_exec_refused(daemon: &Daemon, agent: &str, args: &[&str], marker: &Path) -> String {
+    let (status, out) = Spawned::start(daemon.agent(agent, &probe_bin(), args)).finish();
+    match expected_backend() {
+        Backend::Lsm => {
+            assert_eq!(
+                probe_value(&out, "exec-errno"),
+                Some("1"),
+                "execve must fail with EPERM; output: {out}"
+            );
+            assert_eq!(fate(status), "exit:1");
+        }
+        Backend::Tracepoint => {
+            assert_eq!(
+                fate(status),
+                "signal:9",
+                "the exec must be killed; output: {out}"
+            )
+        }
+    }
+    assert!(!marker.exists(), "the denied program must not have run");
+    out
+}
+
 /// How a spawn attempt of a refused exec ended: `spawn-errno:N` when execve failed (the
 /// lsm backend), or the child's fate (`signal:9` under the tracepoint backend).
 pub fn refused_spawn(mut cmd: Command) -> String {
