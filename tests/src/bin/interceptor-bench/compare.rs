@@ -51,8 +51,8 @@ use std::{
 use serde_json::{Value, json};
 
 use super::{
-    ALLOWED_IN_USERSPACE, Daemon, END, ENV_CPU, Result, Work, count_arg, info, last_allowed_cpu,
-    loadavg, measure, report, set_realtime, warmup_of,
+    ALLOWED_IN_USERSPACE, CommonOptions, Daemon, END, ENV_CPU, Result, Work, count_arg, info,
+    loadavg, measure, parse_options, report, set_realtime, warmup_of,
 };
 
 const CONFIGS: [&str; 7] = [
@@ -91,17 +91,11 @@ const FAPOLICYD_RULES: [&str; 11] = [
 ];
 
 struct Options {
-    daemon: PathBuf,
+    common: CommonOptions,
     configs: Vec<String>,
     workloads: Vec<String>,
-    rounds: usize,
-    exec_n: usize,
-    open_n: usize,
     fork_n: usize,
     build_jobs: usize,
-    expect_backend: Option<String>,
-    realtime: bool,
-    cpu: Option<usize>,
 }
 
 fn list(value: &OsString, known: &[&str], what: &str) -> Result<Vec<String>> {
@@ -120,45 +114,22 @@ fn list(value: &OsString, known: &[&str], what: &str) -> Result<Vec<String>> {
 
 fn options(args: &[OsString]) -> Result<Options> {
     let mut o = Options {
-        daemon: PathBuf::from("interceptor"),
+        common: CommonOptions::new(2000, 200_000),
         configs: CONFIGS.map(String::from).to_vec(),
         workloads: WORKLOADS.map(String::from).to_vec(),
-        rounds: 5,
-        exec_n: 2000,
-        open_n: 200_000,
         fork_n: 2000,
         build_jobs: 2,
-        expect_backend: None,
-        realtime: false,
-        cpu: last_allowed_cpu(),
     };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let flag = flag.to_str().ok_or("non-UTF-8 option")?;
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+    parse_options(args, "compare", &mut o.common, |flag, value| {
         match flag {
-            "--daemon" => o.daemon = PathBuf::from(value()?),
             "--configs" => o.configs = list(value()?, &CONFIGS, "--configs")?,
             "--workloads" => o.workloads = list(value()?, &WORKLOADS, "--workloads")?,
-            "--rounds" => o.rounds = count_arg(Some(value()?), "--rounds")?,
-            "--exec-n" => o.exec_n = count_arg(Some(value()?), "--exec-n")?,
-            "--open-n" => o.open_n = count_arg(Some(value()?), "--open-n")?,
             "--fork-n" => o.fork_n = count_arg(Some(value()?), "--fork-n")?,
             "--build-jobs" => o.build_jobs = count_arg(Some(value()?), "--build-jobs")?,
-            "--expect-backend" => o.expect_backend = Some(value()?.to_string_lossy().into_owned()),
-            "--realtime" => o.realtime = true,
-            "--cpu" => {
-                let v = value()?;
-                o.cpu = Some(
-                    v.to_str()
-                        .and_then(|c| c.parse().ok())
-                        .ok_or(format!("--cpu {v:?}: a CPU number is required"))?,
-                )
-            }
-            "--no-pin" => o.cpu = None,
-            other => return Err(format!("unknown compare option {other}")),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     if !o.configs.iter().any(|c| c == "none") {
         return Err("--configs must include none: every ratio is against it".into());
     }
@@ -268,25 +239,29 @@ fn job(o: &Options, work: &Work, files: &Files, workload: &str) -> Job {
         "exec-static" => (
             vec![
                 "exec".into(),
-                n(o.exec_n),
+                n(o.common.exec_n),
                 work.noop.clone().into(),
                 "noop".into(),
             ],
             true,
-            o.exec_n + warmup_of(o.exec_n),
+            o.common.exec_n + warmup_of(o.common.exec_n),
         ),
         "exec-dynamic" => (
-            vec!["exec".into(), n(o.exec_n), "/usr/bin/true".into()],
+            vec!["exec".into(), n(o.common.exec_n), "/usr/bin/true".into()],
             true,
-            o.exec_n + warmup_of(o.exec_n),
+            o.common.exec_n + warmup_of(o.common.exec_n),
         ),
         "open-shallow" => (
-            vec!["open".into(), n(o.open_n), work.open_target.clone().into()],
+            vec![
+                "open".into(),
+                n(o.common.open_n),
+                work.open_target.clone().into(),
+            ],
             true,
             0,
         ),
         "open-deep" => (
-            vec!["open".into(), n(o.open_n), files.deep.clone().into()],
+            vec!["open".into(), n(o.common.open_n), files.deep.clone().into()],
             true,
             0,
         ),
@@ -626,15 +601,15 @@ fn configure_fapolicyd(work: &Work, files: &Files) -> Result<()> {
 }
 
 fn start<'a>(config: &str, o: &'a Options, work: &'a Work, files: &Files) -> Result<Monitor<'a>> {
-    let backend = o.expect_backend.as_deref();
+    let backend = o.common.expect_backend.as_deref();
     Ok(match config {
         "none" => Monitor::None,
         "untracked" | "agent-fast" => Monitor::Interceptor {
-            daemon: Daemon::start(&o.daemon, work, &work.policy, backend)?,
+            daemon: Daemon::start(&o.common.daemon, work, &work.policy, backend)?,
             agent: config == "agent-fast",
         },
         "agent-inspected" => Monitor::Interceptor {
-            daemon: Daemon::start(&o.daemon, work, &files.inspect_policy, backend)?,
+            daemon: Daemon::start(&o.common.daemon, work, &files.inspect_policy, backend)?,
             agent: true,
         },
         "fapolicyd" => {
@@ -694,7 +669,7 @@ fn round_order(configs: &[String], round: usize) -> Vec<String> {
 
 pub fn run(args: &[OsString]) -> Result<()> {
     let o = options(args)?;
-    if o.realtime {
+    if o.common.realtime {
         set_realtime()?;
     }
     let work = Work::new()?;
@@ -704,12 +679,12 @@ pub fn run(args: &[OsString]) -> Result<()> {
         "mode": "compare",
         "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "realtime": o.realtime, "workload_cpu": o.cpu, "rounds": o.rounds,
-        "exec_n": o.exec_n, "open_n": o.open_n, "fork_n": o.fork_n, "build_jobs": o.build_jobs,
+        "realtime": o.common.realtime, "workload_cpu": o.common.cpu, "rounds": o.common.rounds,
+        "exec_n": o.common.exec_n, "open_n": o.common.open_n, "fork_n": o.fork_n, "build_jobs": o.build_jobs,
         "configs": o.configs, "workloads": o.workloads, "loadavg_start": loadavg(),
     }));
-    let cpu_env = o.cpu.map(|c| c.to_string()).unwrap_or_default();
-    for round in 1..=o.rounds {
+    let cpu_env = o.common.cpu.map(|c| c.to_string()).unwrap_or_default();
+    for round in 1..=o.common.rounds {
         for config in round_order(&o.configs, round) {
             let t0 = Instant::now();
             let monitor = start(&config, &o, &work, &files)?;
@@ -724,9 +699,10 @@ pub fn run(args: &[OsString]) -> Result<()> {
                 let pid = monitor.pid();
                 let cpu0 = pid.map(cpu_ms);
                 let judged0 = judged(&monitor);
+                // auditd's counts, before: only its own configuration has any.
                 let audit_log = files.auditd_dir.join("audit.log");
-                let records0 = audit_records(&audit_log);
-                let lost0 = audit_status("lost");
+                let audit0 = (config == "auditd")
+                    .then(|| (audit_records(&audit_log), audit_status("lost").unwrap_or(0)));
                 let result = measure(cmd)?;
                 let mut extra: Vec<(&str, Value)> = vec![
                     ("workload", json!(workload)),
@@ -738,13 +714,13 @@ pub fn run(args: &[OsString]) -> Result<()> {
                     extra.push(("monitor_rss_start_kb", json!(rss_start_kb)));
                 }
                 check(&config, &monitor, &job, judged0, &mut extra)?;
-                if config == "auditd" {
+                if let Some((records0, lost0)) = audit0 {
                     // auditd may still be writing the last records: give it a moment.
                     std::thread::sleep(Duration::from_millis(200));
                     let records = audit_records(&audit_log).saturating_sub(records0);
                     let lost = audit_status("lost").unwrap_or(0);
                     extra.push(("audit_records", json!(records)));
-                    extra.push(("audit_lost", json!(lost.saturating_sub(lost0.unwrap_or(0)))));
+                    extra.push(("audit_lost", json!(lost.saturating_sub(lost0))));
                 }
                 report(round, &config, result, &extra);
             }
@@ -780,7 +756,11 @@ fn check(
     before: usize,
     extra: &mut Vec<(&str, Value)>,
 ) -> Result<()> {
-    let n = judged(monitor) - before;
+    let Monitor::Interceptor { daemon, .. } = monitor else {
+        return Ok(());
+    };
+    let log = daemon.log_text();
+    let n = log.matches(ALLOWED_IN_USERSPACE).count() - before;
     match config {
         "agent-fast" | "untracked" if n != 0 => Err(format!(
             "{config}: {n} execs were judged in userspace; the bench policy did not compile \
@@ -792,17 +772,18 @@ fn check(
         )),
         "agent-inspected" => {
             extra.push(("judged_in_userspace", json!(n)));
-            if let Monitor::Interceptor { daemon, .. } = monitor {
-                // The daemon's own share of each held exec: adopted -> resumed.
-                let mut us = super::daemon_latencies_us(&daemon.log_text());
-                let us = us.split_off(us.len().saturating_sub(n));
-                extra.push(("daemon_us_p50", json!(super::percentile(&us, 0.5))));
-                extra.push(("daemon_us_p99", json!(super::percentile(&us, 0.99))));
-                // Of which: committing the allow decision to the audit log before resuming.
-                let mut commit = super::daemon_field_us(&daemon.log_text(), "commit_us=");
-                let commit = commit.split_off(commit.len().saturating_sub(n));
-                extra.push(("commit_us_p50", json!(super::percentile(&commit, 0.5))));
-            }
+            // The last `n` of a field of the daemon's "allowed in userspace" lines.
+            let newest = |key: &str| {
+                let mut all = super::daemon_field_us(&log, key);
+                all.split_off(all.len().saturating_sub(n))
+            };
+            // The daemon's own share of each held exec: adopted -> resumed.
+            let us = newest("latency_us=");
+            extra.push(("daemon_us_p50", json!(super::percentile(&us, 0.5))));
+            extra.push(("daemon_us_p99", json!(super::percentile(&us, 0.99))));
+            // Of which: committing the allow decision to the audit log before resuming.
+            let commit = newest("commit_us=");
+            extra.push(("commit_us_p50", json!(super::percentile(&commit, 0.5))));
             Ok(())
         }
         _ => Ok(()),

@@ -384,56 +384,94 @@ const DAEMON_PATIENCE: Duration = Duration::from_secs(180);
 /// The daemon logs this for every exec it held, judged and resumed at once.
 const ALLOWED_IN_USERSPACE: &str = "exec allowed by policy in userspace";
 
-struct SuiteOptions {
+/// Options `suite` and `compare` share.
+struct CommonOptions {
     daemon: PathBuf,
     rounds: usize,
     exec_n: usize,
     open_n: usize,
-    held_n: usize,
     expect_backend: Option<String>,
     realtime: bool,
-    prog_stats: bool,
     cpu: Option<usize>,
 }
 
-fn suite_options(args: &[OsString]) -> Result<SuiteOptions> {
-    let mut o = SuiteOptions {
-        daemon: PathBuf::from("interceptor"),
-        rounds: 5,
-        exec_n: 2000,
-        open_n: 200_000,
-        held_n: 500,
-        expect_backend: None,
-        realtime: false,
-        prog_stats: false,
-        cpu: last_allowed_cpu(),
-    };
+impl CommonOptions {
+    fn new(exec_n: usize, open_n: usize) -> Self {
+        Self {
+            daemon: PathBuf::from("interceptor"),
+            rounds: 5,
+            exec_n,
+            open_n,
+            expect_backend: None,
+            realtime: false,
+            cpu: last_allowed_cpu(),
+        }
+    }
+}
+
+/// Parses `args` of mode `mode`: the common options into `common`, every other flag through
+/// `own`, which returns false for a flag it does not know (then an error names it).
+fn parse_options<'a>(
+    args: &'a [OsString],
+    mode: &str,
+    common: &mut CommonOptions,
+    // The flag, and its value taken from the arguments when the flag's parser asks for it.
+    mut own: impl FnMut(&str, &mut dyn FnMut() -> Result<&'a OsString>) -> Result<bool>,
+) -> Result<()> {
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let flag = flag.to_str().ok_or("non-UTF-8 option")?;
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag {
-            "--daemon" => o.daemon = PathBuf::from(value()?),
-            "--rounds" => o.rounds = count_arg(Some(value()?), "--rounds")?,
-            "--exec-n" => o.exec_n = count_arg(Some(value()?), "--exec-n")?,
-            "--open-n" => o.open_n = count_arg(Some(value()?), "--open-n")?,
-            "--held-n" => o.held_n = count_arg(Some(value()?), "--held-n")?,
-            "--expect-backend" => o.expect_backend = Some(value()?.to_string_lossy().into_owned()),
-            "--realtime" => o.realtime = true,
-            "--prog-stats" => o.prog_stats = true,
+            "--daemon" => common.daemon = PathBuf::from(value()?),
+            "--rounds" => common.rounds = count_arg(Some(value()?), "--rounds")?,
+            "--exec-n" => common.exec_n = count_arg(Some(value()?), "--exec-n")?,
+            "--open-n" => common.open_n = count_arg(Some(value()?), "--open-n")?,
+            "--expect-backend" => {
+                common.expect_backend = Some(value()?.to_string_lossy().into_owned())
+            }
+            "--realtime" => common.realtime = true,
             "--cpu" => {
                 let v = value()?;
-                o.cpu = Some(
+                common.cpu = Some(
                     v.to_str()
                         .and_then(|c| c.parse().ok())
                         .ok_or(format!("--cpu {v:?}: a CPU number is required"))?,
                 )
             }
-            "--no-pin" => o.cpu = None,
-            other => return Err(format!("unknown suite option {other}")),
+            "--no-pin" => common.cpu = None,
+            other => {
+                if !own(other, &mut value)? {
+                    return Err(format!("unknown {mode} option {other}"));
+                }
+            }
         }
     }
-    Ok(o)
+    Ok(())
+}
+
+struct SuiteOptions {
+    common: CommonOptions,
+    held_n: usize,
+    prog_stats: bool,
+}
+
+fn suite_options(args: &[OsString]) -> Result<SuiteOptions> {
+    let mut common = CommonOptions::new(2000, 200_000);
+    let (mut held_n, mut prog_stats) = (500, false);
+    parse_options(args, "suite", &mut common, |flag, value| {
+        match flag {
+            "--held-n" => held_n = count_arg(Some(value()?), "--held-n")?,
+            "--prog-stats" => prog_stats = true,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(SuiteOptions {
+        common,
+        held_n,
+        prog_stats,
+    })
 }
 
 /// The files one suite run works with, removed at the end.
@@ -695,12 +733,6 @@ impl Drop for Daemon<'_> {
     }
 }
 
-/// The daemon's own share of each exec it held and allowed (adopted -> resumed), in log
-/// order: the `latency_us=` field of its "allowed by policy in userspace" lines.
-fn daemon_latencies_us(log: &str) -> Vec<u64> {
-    daemon_field_us(log, "latency_us=")
-}
-
 /// The field `key` (e.g. `commit_us=`) of the daemon's "allowed by policy in userspace"
 /// lines, in log order.
 fn daemon_field_us(log: &str, key: &str) -> Vec<u64> {
@@ -811,7 +843,7 @@ fn set_realtime() -> Result<()> {
 
 fn suite(args: &[OsString]) -> Result<()> {
     let o = suite_options(args)?;
-    if o.realtime {
+    if o.common.realtime {
         set_realtime()?;
     }
     let work = Work::new()?;
@@ -819,19 +851,19 @@ fn suite(args: &[OsString]) -> Result<()> {
     info(json!({
         "kernel": kernel.trim(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "realtime": o.realtime, "workload_cpu": o.cpu, "rounds": o.rounds, "exec_n": o.exec_n, "open_n": o.open_n, "held_n": o.held_n,
+        "realtime": o.common.realtime, "workload_cpu": o.common.cpu, "rounds": o.common.rounds, "exec_n": o.common.exec_n, "open_n": o.common.open_n, "held_n": o.held_n,
         "loadavg_start": loadavg(),
     }));
     let n = |v: usize| OsString::from(v.to_string());
     let exec_args = [
         OsString::from("exec"),
-        n(o.exec_n),
+        n(o.common.exec_n),
         work.noop.clone().into(),
         "noop".into(),
     ];
     let open_args = [
         OsString::from("open"),
-        n(o.open_n),
+        n(o.common.open_n),
         work.open_target.clone().into(),
     ];
     let held_args = [
@@ -841,7 +873,7 @@ fn suite(args: &[OsString]) -> Result<()> {
         "noop".into(),
     ];
     // The workload pins itself (the variable passes through `interceptor run`).
-    let cpu_env = o.cpu.map(|c| c.to_string()).unwrap_or_default();
+    let cpu_env = o.common.cpu.map(|c| c.to_string()).unwrap_or_default();
     let untracked = |args: &[OsString]| {
         let mut cmd = Command::new(&work.runner);
         cmd.args(args).env(ENV_CPU, &cpu_env);
@@ -855,7 +887,7 @@ fn suite(args: &[OsString]) -> Result<()> {
         cmd
     };
 
-    for round in 1..=o.rounds {
+    for round in 1..=o.common.rounds {
         // Alternate which block goes first (ABBA), so a drift in machine load during a
         // round does not always favour the same side.
         let loaded_first = round % 2 == 0;
@@ -868,8 +900,12 @@ fn suite(args: &[OsString]) -> Result<()> {
                 continue;
             }
             let t0 = Instant::now();
-            let daemon =
-                Daemon::start(&o.daemon, &work, &work.policy, o.expect_backend.as_deref())?;
+            let daemon = Daemon::start(
+                &o.common.daemon,
+                &work,
+                &work.policy,
+                o.common.expect_backend.as_deref(),
+            )?;
             let startup_secs = t0.elapsed().as_secs_f64();
             let status = daemon.status()?;
             if round == 1 {
@@ -908,7 +944,7 @@ fn suite(args: &[OsString]) -> Result<()> {
             let held = measure(as_agent(&daemon, &held_args))?;
             let log = daemon.log_text();
             let new_log = log.get(log_before..).unwrap_or("");
-            let daemon_us = daemon_latencies_us(new_log);
+            let daemon_us = daemon_field_us(new_log, "latency_us=");
             let confirmed = daemon_us.len();
             let expected = o.held_n + warmup_of(o.held_n);
             if confirmed != expected {
@@ -939,7 +975,12 @@ fn suite(args: &[OsString]) -> Result<()> {
         }
     }
     if o.prog_stats {
-        let daemon = Daemon::start(&o.daemon, &work, &work.policy, o.expect_backend.as_deref())?;
+        let daemon = Daemon::start(
+            &o.common.daemon,
+            &work,
+            &work.policy,
+            o.common.expect_backend.as_deref(),
+        )?;
         let _stats = prog_stats::enable()?;
         let runs: [(&str, Command); 5] = [
             ("untracked exec", untracked(&exec_args)),
