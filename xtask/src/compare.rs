@@ -310,14 +310,10 @@ fn summarize(place: &str, lines: &[String]) -> Result<Value> {
         bail!("the {place} bench did not finish (no end marker)");
     }
     let list = |k: &str| -> Vec<String> {
-        info.get(k)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
+        strs(info.get(k).unwrap_or(&Value::Null))
+            .into_iter()
+            .map(String::from)
+            .collect()
     };
     let (configs, workloads) = (list("configs"), list("workloads"));
     let rounds = info.get("rounds").and_then(Value::as_u64).unwrap_or(0);
@@ -522,6 +518,23 @@ fn f(v: &Value) -> Option<f64> {
     v.as_f64()
 }
 
+/// The strings of a JSON array (none for anything else).
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// A place's configurations other than the `none` baseline.
+fn measured_configs(p: &Value) -> Vec<&str> {
+    strs(&p["configs"])
+        .into_iter()
+        .filter(|c| *c != "none")
+        .collect()
+}
+
 fn ratio_cell(v: &Value) -> String {
     match (f(&v["median"]), f(&v["min"]), f(&v["max"])) {
         (Some(m), Some(lo), Some(hi)) => format!("{m:.3} ({lo:.2}–{hi:.2})"),
@@ -530,23 +543,10 @@ fn ratio_cell(v: &Value) -> String {
 }
 
 fn ratio_table(md: &mut String, p: &Value) {
-    let configs: Vec<&str> = p["configs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .filter(|c| *c != "none")
-                .collect()
-        })
-        .unwrap_or_default();
+    let configs = measured_configs(p);
     let _ = writeln!(md, "| workload | none (ops/s) | {} |", configs.join(" | "));
     let _ = writeln!(md, "|---|---:|{}", "---:|".repeat(configs.len()));
-    for w in p["workloads"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
+    for w in strs(&p["workloads"]) {
         let base = f(&p["baseline_ops_per_sec"][w]).unwrap_or(0.0);
         let base = if base < 10.0 {
             format!("{base:.2}")
@@ -688,12 +688,7 @@ fn render(doc: &Value) -> String {
         md,
         "\n## Latency per operation, host (µs, median over rounds)\n"
     );
-    let configs: Vec<&str> = host["configs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let configs = strs(&host["configs"]);
     let _ = writeln!(
         md,
         "| workload | {} |",
@@ -922,19 +917,8 @@ fn render(doc: &Value) -> String {
 fn chart(doc: &Value) -> Value {
     let panel =
         |p: &Value, title: &str| {
-            let configs: Vec<&str> = p["configs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .filter(|c| *c != "none")
-                .collect();
-            let workloads: Vec<&str> = p["workloads"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let configs = measured_configs(p);
+            let workloads = strs(&p["workloads"]);
             let series: Vec<Value> = configs
             .iter()
             .map(|c| {
