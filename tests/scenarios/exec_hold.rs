@@ -25,8 +25,29 @@ fn start_held(daemon: &Daemon, held: &std::path::Path, marker: &std::path::Path)
     (agent, request["id"].as_u64().expect("request id"))
 }
 
+/// The one row that closed request `id`: `want` (approved / denied), by `root` on the
+/// control socket, under the hold rule of `held`.
+fn closing_row(daemon: &Daemon, id: u64, want: &str, held: &std::path::Path) -> serde_json::Value {
+    let rows = daemon.approval_rows(id, 2);
+    let closings: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| matches!(r["step"].as_str(), Some("approved" | "denied")))
+        .collect();
+    assert_eq!(closings.len(), 1, "one closing row: {rows:#?}");
+    let row = closings[0].clone();
+    assert_eq!(row["step"], want, "{row}");
+    assert_eq!(row["approver"], "root", "{row}");
+    assert_eq!(
+        row["rule"],
+        format!("cli:hold-exec:{}", held.display()),
+        "{row}"
+    );
+    row
+}
+
+/// Scenario 1: a held exec runs once approved, with the approval on record.
 #[test]
-fn approved_exec_runs() {
+fn scenario_01_an_approved_exec_runs() {
     let dir = TestDir::new("hold-approve");
     let held = dir.probe_copy("held-tool");
     let marker = dir.join("marker");
@@ -42,6 +63,7 @@ fn approved_exec_runs() {
     let (status, _) = agent.finish();
     assert_eq!(fate(status), "exit:0");
     assert!(marker.exists(), "the approved program ran");
+    closing_row(&daemon, id, "approved", &held);
 
     let list = daemon.json(&["approvals", "list", "--json"]);
     assert_eq!(
@@ -58,8 +80,9 @@ fn approved_exec_runs() {
     );
 }
 
+/// Scenario 1: a held exec that is denied is killed before its first instruction.
 #[test]
-fn denied_exec_is_killed() {
+fn scenario_01_a_denied_exec_is_killed() {
     let dir = TestDir::new("hold-deny");
     let held = dir.probe_copy("held-tool");
     let marker = dir.join("marker");
@@ -71,6 +94,7 @@ fn denied_exec_is_killed() {
     let (status, _) = agent.finish();
     assert_eq!(fate(status), "signal:9");
     assert!(!marker.exists(), "the denied program never ran");
+    closing_row(&daemon, id, "denied", &held);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Opens (DESIGN §7 scenarios 3, 8, 9, 10): a denied path is refused whatever name or route
+//! Opens (DESIGN §7 scenarios 3, 7, 8, 9, 10, 12): a denied path is refused whatever name or route
 //! reaches it; asked reads are held; asked writes are refused until a grant, which expires by
 //! use and by time; agents cannot read the daemon's configuration.
 //! lsm backend: enforced by file_open. tracepoint backend: opens are not checked; each test
@@ -452,6 +452,146 @@ action = "audit"
                     .any(|e| e["matches"] == matches && e["target"] == target),
                 "no {matches} {target} in {running}"
             );
+        }
+    }
+    assert_weakness_stated(&daemon);
+}
+
+/// The kernel-denied open of `file` recorded under `rule` (lsm only).
+fn denied_open_row(daemon: &Daemon, rule: &str, file: &str) -> serde_json::Value {
+    let row = daemon.wait_audit(
+        &format!("the refused open of {file}"),
+        &["--rule", rule, "--decision", "denied"],
+        |r| r["event"]["files"][0] == file,
+    );
+    assert_eq!(row["decided_by"], "kernel", "{row}");
+    assert_eq!(row["operation"], "open", "{row}");
+    row
+}
+
+#[test]
+fn scenario_07_an_interpreters_own_open_is_judged_like_any_other() {
+    let dir = TestDir::new("open-interpreter");
+    let secret = dir.secret("db-password", "hunter2\n");
+    let daemon = start_with_open_rule(&dir, "--deny-open", &secret);
+    let path = secret.to_str().unwrap();
+    // The shell opens the file itself (a redirection of a builtin): no exec to judge.
+    let script = format!("read line < {path} && echo \"read=$line\"");
+    let (status, out) =
+        Spawned::start(daemon.agent("shell-bot", Path::new("/bin/sh"), &["-c", &script])).finish();
+    match expected_backend() {
+        Backend::Lsm => {
+            assert!(!status.success(), "{}: {out}", fate(status));
+            assert_eq!(probe_value(&out, "read"), None, "{out}");
+            let row = denied_open_row(&daemon, &format!("cli:deny-open:{path}"), path);
+            assert_eq!(row["agent"], "shell-bot", "{row}");
+        }
+        Backend::Tracepoint => {
+            assert!(status.success(), "{}: {out}", fate(status));
+            assert_eq!(probe_value(&out, "read"), Some("hunter2"), "{out}");
+        }
+    }
+    // The same script outside any agent reads the file.
+    let (status, out) = Spawned::start({
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", &script]);
+        c
+    })
+    .finish();
+    assert!(status.success(), "{}: {out}", fate(status));
+    assert_eq!(
+        probe_value(&out, "read"),
+        Some("hunter2"),
+        "untracked: {out}"
+    );
+    assert_weakness_stated(&daemon);
+}
+
+#[test]
+fn scenario_09_open_by_handle_at_reaches_no_denied_file() {
+    let dir = TestDir::new("open-handle");
+    let token = dir.secret("token", "t");
+    let daemon = start_with_open_rule(&dir, "--deny-open", &token);
+    let path = token.to_str().unwrap();
+    let out = {
+        let (_, out) =
+            Spawned::start(daemon.agent("handle-bot", &probe_bin(), &["open-by-handle", path]))
+                .finish();
+        out
+    };
+    // Naming the file opens nothing; opening the handle is an open like any other.
+    assert_eq!(probe_value(&out, "name-to-handle"), Some("ok"), "{out}");
+    assert_eq!(probe_value(&out, "handle"), Some(refused()), "{out}");
+    if expected_backend() == Backend::Lsm {
+        denied_open_row(&daemon, &format!("cli:deny-open:{path}"), path);
+    }
+    let (_, out) = Spawned::start({
+        let mut c = Command::new(probe_bin());
+        c.args(["open-by-handle", path]);
+        c
+    })
+    .finish();
+    assert_eq!(probe_value(&out, "handle"), Some("ok"), "untracked: {out}");
+    assert_weakness_stated(&daemon);
+}
+
+#[test]
+fn scenario_12_racing_threads_flipping_the_path_never_open_the_denied_file() {
+    let dir = TestDir::new("open-race");
+    let allowed = dir.secret("open-a", "allowed");
+    let denied = dir.secret("deny-b", "denied");
+    let daemon = start_with_open_rule(&dir, "--deny-open", &denied);
+    let (a, b) = (allowed.to_str().unwrap(), denied.to_str().unwrap());
+    let n = match expected_backend() {
+        Backend::Lsm => "400",
+        Backend::Tracepoint => "4000",
+    };
+    let (status, out) =
+        Spawned::start(daemon.agent("race-bot", &probe_bin(), &["race-open", a, b, n])).finish();
+    assert!(status.success(), "{}: {out}", fate(status));
+    let count = |key: &str| -> u64 {
+        probe_value(&out, key)
+            .unwrap_or_else(|| panic!("no {key}= in {out}"))
+            .parse()
+            .unwrap()
+    };
+    let (read_a, read_b, refused) = (
+        count("race-read-a"),
+        count("race-read-b"),
+        count("race-refused"),
+    );
+    assert!(read_a > 0, "the allowed file was never opened: {out}");
+    match expected_backend() {
+        Backend::Lsm => {
+            // The race reached the denied file (refusals), and never got past the rule.
+            assert_eq!(read_b, 0, "{out}");
+            assert!(
+                refused > 0,
+                "the flipped path never named the denied file: {out}"
+            );
+            let rule = format!("cli:deny-open:{b}");
+            denied_open_row(&daemon, &rule, b);
+            // Every decision under the rule names the file the kernel resolved: the denied one.
+            let rows = daemon.audit_rows(&["--rule", &rule]);
+            assert!(rows.len() as u64 >= 2, "{rows:?}");
+            for row in &rows {
+                match row["kind"].as_str() {
+                    Some("decision") => {
+                        assert_eq!(row["event"]["files"][0], b, "{row}");
+                        assert_eq!(row["outcome"], "denied", "{row}");
+                    }
+                    // The kernel's own record of the refused open.
+                    _ => {
+                        assert_eq!(row["path"], b, "{row}");
+                        assert_eq!(row["event"]["verdict"], "deny", "{row}");
+                    }
+                }
+            }
+        }
+        Backend::Tracepoint => {
+            // Opens are not checked here: the flipped path reads the denied file.
+            assert_eq!(refused, 0, "{out}");
+            assert!(read_b > 0, "{out}");
         }
     }
     assert_weakness_stated(&daemon);

@@ -30,6 +30,13 @@
 //!   opath-reopen PATH           open PATH with O_PATH, then reopen /proc/self/fd/N for reading:
 //!                               opath= then reopen=
 //!   uring-open PATH             IORING_OP_OPENAT of PATH for reading: uring=
+//!   open-by-handle PATH         name_to_handle_at(PATH), then open_by_handle_at(O_RDONLY) on
+//!                               its directory's mount: name-to-handle= then handle=
+//!   race-open A B N             A and B are paths of the same length: a thread flips one path
+//!                               buffer between them without pause while this thread opens the
+//!                               buffer N times and reads one line; prints race-read-a=,
+//!                               race-read-b= (by the content read), race-refused= (EACCES),
+//!                               race-other=
 //!   storm-until FILE PATH ARGS...
 //!                               run PATH again and again until FILE exists; print
 //!                               storm-ran=N and storm-refused=M (spawn refused or killed)
@@ -339,6 +346,61 @@ fn flood(rest: &[String]) {
     say(format!("flood-other={other}"));
 }
 
+/// `race-open`: the kernel copies the path from user memory once and judges the file that
+/// open resolved; a second thread rewriting the buffer under it can only change which of the
+/// two files is opened, never open B past a rule that refuses it.
+fn race_open(a: &str, b: &str, n: u32) {
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+    assert_eq!(a.len(), b.len(), "race-open needs paths of one length");
+    let buffer: &'static [AtomicU8] =
+        Vec::leak(a.bytes().chain([0]).map(AtomicU8::new).collect::<Vec<_>>());
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let (pa, pb) = (a.as_bytes().to_vec(), b.as_bytes().to_vec());
+    let flipper = std::thread::spawn(move || {
+        while !stop.load(Relaxed) {
+            for path in [&pa, &pb] {
+                for (cell, byte) in buffer.iter().zip(path.iter()) {
+                    cell.store(*byte, Relaxed);
+                }
+            }
+        }
+    });
+    let (content_a, content_b) = (
+        std::fs::read(a).expect("read A"),
+        std::fs::read(b).unwrap_or_default(),
+    );
+    let (mut read_a, mut read_b, mut refused, mut other) = (0u32, 0u32, 0u32, 0u32);
+    for _ in 0..n {
+        // SAFETY: AtomicU8 has u8's layout; the buffer is NUL-terminated and never freed.
+        let fd = unsafe { libc::open(buffer.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            match errno() {
+                libc::EACCES => refused += 1,
+                _ => other += 1,
+            }
+            continue;
+        }
+        let mut content = vec![0u8; 64];
+        // SAFETY: reading into a 64-byte buffer from the fd just opened, then closing it.
+        let len = unsafe { libc::read(fd, content.as_mut_ptr().cast(), 64) };
+        unsafe { libc::close(fd) };
+        content.truncate(len.max(0) as usize);
+        if content == content_a {
+            read_a += 1;
+        } else if content == content_b {
+            read_b += 1;
+        } else {
+            other += 1;
+        }
+    }
+    stop.store(true, Relaxed);
+    flipper.join().unwrap();
+    say(format!("race-read-a={read_a}"));
+    say(format!("race-read-b={read_b}"));
+    say(format!("race-refused={refused}"));
+    say(format!("race-other={other}"));
+}
+
 fn state_of(pid: u32) -> char {
     proc_state(pid).unwrap_or('?')
 }
@@ -601,6 +663,48 @@ fn main() {
             Ok(res) => report_errno("uring", res),
             Err(e) => say(format!("uring=setup-errno:{e}")),
         },
+        "open-by-handle" => {
+            let path = std::ffi::CString::new(rest[0].as_str()).unwrap();
+            // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
+            let mut handle = [0u32; 2 + 32];
+            handle[0] = 128;
+            let mut mount_id = 0i32;
+            // SAFETY: name_to_handle_at with a NUL-terminated path and a 136-byte handle.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_name_to_handle_at,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    handle.as_mut_ptr(),
+                    &mut mount_id,
+                    0,
+                )
+            };
+            report("name-to-handle", rc);
+            if rc == 0 {
+                // Any fd on the same mount names it: the file's directory.
+                let parent = std::path::Path::new(&rest[0]).parent().unwrap();
+                let parent = std::ffi::CString::new(parent.to_str().unwrap()).unwrap();
+                // SAFETY: a directory open of a NUL-terminated path (O_PATH fds are refused).
+                let mount_fd = unsafe {
+                    libc::open(
+                        parent.as_ptr(),
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    )
+                };
+                // SAFETY: open_by_handle_at with the handle just filled in.
+                let fd = unsafe {
+                    libc::syscall(
+                        libc::SYS_open_by_handle_at,
+                        mount_fd,
+                        handle.as_ptr(),
+                        libc::O_RDONLY | libc::O_CLOEXEC,
+                    )
+                };
+                report("handle", fd);
+            }
+        }
+        "race-open" => race_open(&rest[0], &rest[1], rest[2].parse().expect("count")),
         "storm-until" => {
             let (mut ran, mut refused) = (0u64, 0u64);
             while !std::path::Path::new(&rest[0]).exists() {
