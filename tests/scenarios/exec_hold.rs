@@ -31,12 +31,14 @@ fn closing_row(daemon: &Daemon, id: u64, want: &str, held: &std::path::Path) -> 
     let rows = daemon.approval_rows(id, 2);
     let closings: Vec<&serde_json::Value> = rows
         .iter()
-        .filter(|r| matches!(r["step"].as_str(), Some("approved" | "denied")))
+        .filter(|r| matches!(r["outcome"].as_str(), Some("approved" | "denied")))
         .collect();
     assert_eq!(closings.len(), 1, "one closing row: {rows:#?}");
     let row = closings[0].clone();
-    assert_eq!(row["step"], want, "{row}");
+    assert_eq!(row["outcome"], want, "{row}");
     assert_eq!(row["approver"], "root", "{row}");
+    assert_eq!(row["decided_by"], "reviewer", "{row}");
+    assert_eq!(row["event"]["channel"], "cli", "{row}");
     assert_eq!(
         row["rule"],
         format!("cli:hold-exec:{}", held.display()),
