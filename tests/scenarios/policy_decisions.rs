@@ -2,7 +2,9 @@
 //! runs, asks a human, or dies before its first instruction depending on its arguments;
 //! each exec is judged on its own (per command, not per session).
 
-use interceptor_integration::{Daemon, Spawned, TestDir, fate, proc_state};
+use interceptor_integration::{
+    Backend, Daemon, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value, proc_state,
+};
 
 #[test]
 fn the_policy_decides_each_exec_by_its_arguments() {
@@ -416,4 +418,124 @@ reason = "an injected library or startup script changes what a reviewed program 
         rows.iter().all(|r| r["decided_by"] == "policy"),
         "judged in userspace from the held task's environment: {rows:#?}"
     );
+}
+
+/// Scenario 17: deputies run work outside the agent's process tree (a service manager, a
+/// scheduler, the local sshd, the container daemon), or plant it for later (a shell startup
+/// file). The shipped default policy asks a human before each of them, and the denied ones
+/// never run. The deputies' clients are probe copies put where the policy names them
+/// (`/usr/bin/...` is not there in the VM), and `~` is a home in the test directory.
+#[test]
+fn scenario_17_deputies_in_the_default_policy_are_held_for_a_human() {
+    let dir = TestDir::new("policy-deputies");
+    let home = dir.join("home");
+    std::fs::create_dir(&home).unwrap();
+    let bashrc = home.join(".bashrc");
+    std::fs::write(&bashrc, b"# untouched\n").unwrap();
+    let mut policy = include_str!("../../policies/default.toml").to_string();
+    let mut clients = Vec::new();
+    for name in ["systemd-run", "at", "crontab", "ssh", "docker"] {
+        let copy = dir.probe_copy(name);
+        let listed = format!("\"/usr/bin/{name}\"");
+        assert!(
+            policy.contains(&listed),
+            "the default policy names {listed}"
+        );
+        policy = policy.replace(&listed, &format!("\"{}\"", copy.display()));
+        clients.push((name, copy));
+    }
+    policy.push_str(&format!(
+        "\n[[agent]]\nname = \"deputy-bot\"\nhome = \"{}\"\n",
+        home.display()
+    ));
+    std::fs::write(dir.join("policy.toml"), policy).unwrap();
+    let daemon = Daemon::start(&dir, &[]);
+    let client = |name: &str| &clients.iter().find(|(n, _)| *n == name).unwrap().1;
+
+    for (name, rule, args) in [
+        (
+            "systemd-run",
+            "deferred-execution",
+            vec!["--user", "--unit=x"],
+        ),
+        ("at", "deferred-execution", vec!["now"]),
+        ("crontab", "crontab-edit", vec!["/tmp/evil.cron"]),
+        ("ssh", "ssh-to-this-host", vec!["localhost", "id"]),
+        ("docker", "container-runtime-clients", vec!["run", "alpine"]),
+    ] {
+        let marker = dir.join(&format!("ran-{name}"));
+        let mut argv = vec!["touch", marker.to_str().unwrap()];
+        argv.extend(args);
+        let agent = Spawned::start(daemon.agent("deputy-bot", client(name), &argv));
+        let pid = agent.pid();
+        let request = daemon.wait_pending(pid);
+        assert_eq!(request["rule"], rule, "{name}: {request}");
+        assert_eq!(proc_state(pid), Some('T'), "{name} is held");
+        assert!(!marker.exists(), "{name} ran before an answer");
+        let id = request["id"].to_string();
+        daemon.json(&["approvals", "deny", &id, "--json"]);
+        let (status, _) = agent.finish();
+        assert_eq!(fate(status), "signal:9", "{name}");
+        assert!(!marker.exists(), "the denied {name} never ran");
+        let rows = daemon.audit_rows(&["--kind", "decision", "--rule", rule]);
+        let outcomes: Vec<&str> = rows
+            .iter()
+            .filter(|r| r["pid"] == pid)
+            .filter_map(|r| r["outcome"].as_str())
+            .collect();
+        assert_eq!(outcomes, ["held", "denied"], "{name}: {rows:#?}");
+    }
+
+    // Listing the crontab is not a deputy: it runs at once (the probe refuses `-l` as a
+    // command, exit 2), recorded under the default.
+    let (status, _) =
+        Spawned::start(daemon.agent("deputy-bot", client("crontab"), &["-l"])).finish();
+    assert_eq!(fate(status), "exit:2");
+    let edits = daemon.audit_rows(&["--kind", "decision", "--rule", "crontab-edit"]);
+    assert_eq!(edits.len(), 2, "only the earlier held + denied: {edits:#?}");
+
+    // Writing a startup file: asked, so refused until a grant (lsm); opens are not
+    // checked on the tracepoint backend, which says so.
+    let (_, out) = Spawned::start(daemon.agent(
+        "deputy-bot",
+        &probe_bin(),
+        &["open", bashrc.to_str().unwrap(), "w"],
+    ))
+    .finish();
+    match expected_backend() {
+        Backend::Lsm => {
+            assert_eq!(probe_value(&out, "open"), Some("errno:13"), "{out}");
+            let request = daemon.wait_for("the asked .bashrc write", || {
+                let list = daemon.json(&["approvals", "list", "--json"]);
+                list.as_array()?
+                    .iter()
+                    .find(|r| r["rule"] == "shell-startup-files")
+                    .cloned()
+            });
+            assert_eq!(request["filename"], bashrc.to_str().unwrap(), "{request}");
+            assert_eq!(request["access"][0], "write", "{request}");
+        }
+        Backend::Tracepoint => {
+            assert_eq!(probe_value(&out, "open"), Some("ok"), "{out}");
+            let status = daemon.json(&["status", "--json"]);
+            let stated = status["guarantees"].as_array().unwrap().iter().any(|g| {
+                g.as_str()
+                    .unwrap()
+                    .starts_with("NOT guaranteed: agents' opens are not checked")
+            });
+            assert!(stated, "{status}");
+        }
+    }
+    assert_eq!(std::fs::read(&bashrc).unwrap(), b"# untouched\n");
+
+    // Outside any agent the same clients run unasked.
+    let free = dir.join("free");
+    let (status, _) = Spawned::start({
+        let mut c = std::process::Command::new(client("systemd-run"));
+        c.args(["touch", free.to_str().unwrap()]);
+        c
+    })
+    .finish();
+    assert_eq!(fate(status), "exit:0");
+    assert!(free.exists());
 }
