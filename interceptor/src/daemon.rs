@@ -2694,6 +2694,12 @@ impl Daemon {
     /// What is known of a held task from the kernel's `HELD` entry and /proc.
     fn readopted_record(&self, pid: u32, task: &HeldTask) -> ExecRecord {
         let stat = procfs::stat(pid).ok();
+        // The held program's identity, as the kernel names it: a hold that was only for the
+        // policy to judge argv is judged again by policy, not turned into a human's request.
+        let binary = match task.flags & exec_flags::OPEN {
+            0 => procfs::exe_identity(pid).ok(),
+            _ => None,
+        };
         let (agent, session) = self.agent_of(task.agent_id);
         let seq = self.next_seq();
         ExecRecord {
@@ -2747,8 +2753,8 @@ impl Daemon {
             pending: false,
             granted: false,
             path_unresolved: false,
-            dev: 0,
-            ino: 0,
+            dev: binary.map_or(0, |b| crate::policy::kernel_dev(b.dev)),
+            ino: binary.map_or(0, |b| b.ino),
         }
     }
 }

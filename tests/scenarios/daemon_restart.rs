@@ -120,3 +120,86 @@ fn scenario_22_daemon_killed_holds_survive_and_agents_fail_closed() {
     assert_eq!(fate(a.finish().0), "exit:0");
     assert!(marker_a.exists(), "the re-adopted hold ran after approval");
 }
+
+/// A task held only for the policy to judge its argv, when the daemon died holding it, is
+/// judged by the policy again by the next daemon: it runs (or dies) as the policy says,
+/// without becoming a request for a human.
+#[test]
+fn a_hold_for_the_policy_left_by_a_killed_daemon_is_judged_by_the_policy_again() {
+    let dir = TestDir::new("restart-policy-hold");
+    let tool = dir.probe_copy("argv-tool");
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            "version = 1\n[[rule]]\nname = \"no-force\"\noperation = \"exec\"\nbinary = \"{}\"\nany_arg = \"--force\"\naction = \"deny\"\n",
+            tool.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start_with(&dir, &[], &["--heartbeat-timeout-ms", "60000"]);
+    let gate = dir.join("gate");
+    let (ran, forced) = (dir.join("ran"), dir.join("forced"));
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let waiting = |marker: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "after".to_string(),
+            path(&gate),
+            "spawn".into(),
+            path(&tool),
+            "touch".into(),
+            path(marker),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let agent = Spawned::start(daemon.agent("argv-bot", &probe_bin(), &args));
+        let pid = agent.pid();
+        daemon.wait_event("the waiting agent's start", |e| e["pid"] == pid);
+        agent
+    };
+    let plain = waiting(&ran, &[]);
+    let force = waiting(&forced, &["--force"]);
+    // Stopped, the daemon cannot judge: both execs are held by the kernel and wait.
+    // SAFETY: signalling the test's own daemon child.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGSTOP) };
+    std::fs::write(&gate, b"go").unwrap();
+    let held_children = |parent: u32| {
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .filter(|c| proc_state(*c) == Some('T'))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while held_children(plain.pid()) + held_children(force.pid()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the execs were never held"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.kill9();
+    daemon.restart();
+
+    let (_, out) = plain.finish();
+    assert_eq!(probe_value(&out, "child"), Some("exit:0"), "{out}");
+    assert!(ran.exists(), "the policy allows it: it ran");
+    let (_, out) = force.finish();
+    let refused = match expected_backend() {
+        Backend::Lsm | Backend::Tracepoint => "signal:9",
+    };
+    assert_eq!(probe_value(&out, "child"), Some(refused), "{out}");
+    assert!(!forced.exists());
+    let list = daemon.json(&["approvals", "list", "--json"]);
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(0),
+        "no human asked: {list}"
+    );
+    let denied = daemon.wait_audit(
+        "the re-judged --force exec",
+        &["--kind", "decision", "--rule", "no-force"],
+        |r| r["outcome"] == "denied",
+    );
+    assert_eq!(denied["decided_by"], "policy", "{denied}");
+}

@@ -16,6 +16,12 @@
 //! kind = "webhook"       # webhook | slack | teams
 //! url = "https://hooks.example.com/interceptor"
 //! secret_file = "/etc/interceptor/secrets/ops-hook"
+//!
+//! [delivery]             # optional: how hard each channel is tried (these are the defaults)
+//! attempts = 5
+//! first_backoff = "250ms"
+//! max_backoff = "8s"
+//! attempt_timeout = "10s"
 //! ```
 //!
 //! Decoding is strict (unknown keys are errors). Secrets live in their own files, which
@@ -24,8 +30,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use super::notify::RetryPolicy;
 
 /// The built-in configuration when no file exists: one reviewer, root, who decides from
 /// the CLI or through the review links printed in the daemon's log; no channels.
@@ -40,6 +49,16 @@ struct RawConfig {
     reviewers: Vec<RawReviewer>,
     #[serde(default, rename = "channel")]
     channels: Vec<RawChannel>,
+    delivery: Option<RawDelivery>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    attempts: Option<u32>,
+    first_backoff: Option<String>,
+    max_backoff: Option<String>,
+    attempt_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +146,8 @@ pub struct ApprovalsConfig {
     pub channels: Vec<Channel>,
     /// The secret files it names (the daemon keeps agents from opening them).
     pub secret_files: Vec<PathBuf>,
+    /// How each channel's notice is tried: `[delivery]`, or the defaults.
+    pub delivery: RetryPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +177,7 @@ impl ApprovalsConfig {
             }],
             channels: Vec::new(),
             secret_files: Vec::new(),
+            delivery: RetryPolicy::default(),
         }
     }
 
@@ -281,12 +303,17 @@ impl ApprovalsConfig {
                 "more than one slack channel: the interactivity endpoint verifies with one signing secret".into(),
             ));
         }
+        let delivery = match raw.delivery {
+            Some(d) => delivery(d).map_err(|m| invalid(format!("[delivery] {m}")))?,
+            None => RetryPolicy::default(),
+        };
         Ok(ApprovalsConfig {
             origin: origin.into(),
             public_url,
             reviewers,
             channels,
             secret_files,
+            delivery,
         })
     }
 
@@ -358,6 +385,61 @@ fn check_url(what: &str, url: &str) -> Result<String, String> {
         return Err(format!("{what} {url:?} is not an http(s) URL"));
     }
     Ok(trimmed.to_string())
+}
+
+/// The `[delivery]` table over the defaults: each value checked against a range that keeps
+/// a notice from being tried forever or never waited for.
+fn delivery(raw: RawDelivery) -> Result<RetryPolicy, String> {
+    let defaults = RetryPolicy::default();
+    let duration = |key: &str, value: Option<String>, default: Duration, range: (u64, u64)| {
+        let Some(text) = value else {
+            return Ok(default);
+        };
+        let d = humantime::parse_duration(&text)
+            .map_err(|e| format!("{key} = {text:?}: {e} (write e.g. \"250ms\", \"2s\")"))?;
+        let ms = d.as_millis();
+        if ms < u128::from(range.0) || ms > u128::from(range.1) {
+            return Err(format!(
+                "{key} = {text:?} is outside {} to {}",
+                humantime::format_duration(Duration::from_millis(range.0)),
+                humantime::format_duration(Duration::from_millis(range.1)),
+            ));
+        }
+        Ok(d)
+    };
+    let attempts = raw.attempts.unwrap_or(defaults.attempts);
+    if !(1..=20).contains(&attempts) {
+        return Err(format!("attempts = {attempts} is outside 1 to 20"));
+    }
+    let policy = RetryPolicy {
+        attempts,
+        first_backoff: duration(
+            "first_backoff",
+            raw.first_backoff,
+            defaults.first_backoff,
+            (10, 60_000),
+        )?,
+        max_backoff: duration(
+            "max_backoff",
+            raw.max_backoff,
+            defaults.max_backoff,
+            (10, 300_000),
+        )?,
+        attempt_timeout: duration(
+            "attempt_timeout",
+            raw.attempt_timeout,
+            defaults.attempt_timeout,
+            (100, 300_000),
+        )?,
+    };
+    if policy.first_backoff > policy.max_backoff {
+        return Err(format!(
+            "first_backoff ({}) is longer than max_backoff ({})",
+            humantime::format_duration(policy.first_backoff),
+            humantime::format_duration(policy.max_backoff)
+        ));
+    }
+    Ok(policy)
 }
 
 /// A secret file: not empty, not readable by group or others, trailing newline dropped.
@@ -454,6 +536,43 @@ signing_secret_file = "/s/slack"
             vec!["carol"]
         );
         assert!(!format!("{:?}", c.channels[0]).contains("hook-key"));
+    }
+
+    #[test]
+    fn delivery_defaults_and_overrides() {
+        assert_eq!(parse(GOOD).unwrap().delivery, RetryPolicy::default());
+        let c = parse(&format!(
+            "{GOOD}\n[delivery]\nattempts = 2\nfirst_backoff = \"50ms\"\nattempt_timeout = \"1s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.delivery,
+            RetryPolicy {
+                attempts: 2,
+                first_backoff: Duration::from_millis(50),
+                max_backoff: RetryPolicy::default().max_backoff,
+                attempt_timeout: Duration::from_secs(1),
+            }
+        );
+        for (table, named) in [
+            ("attempts = 0", "attempts = 0 is outside 1 to 20"),
+            ("attempts = 50", "attempts = 50 is outside 1 to 20"),
+            (
+                "attempt_timeout = \"5ms\"",
+                "attempt_timeout = \"5ms\" is outside 100ms to 5m",
+            ),
+            ("first_backoff = \"soon\"", "first_backoff = \"soon\""),
+            (
+                "first_backoff = \"10s\"\nmax_backoff = \"1s\"",
+                "first_backoff (10s) is longer than max_backoff (1s)",
+            ),
+            ("retries = 3", "unknown field `retries`"),
+        ] {
+            let err = parse(&format!("{GOOD}\n[delivery]\n{table}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{table}: {err}");
+        }
     }
 
     #[test]

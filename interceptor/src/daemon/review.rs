@@ -73,7 +73,7 @@ impl Approvals {
             .public_url
             .clone()
             .or_else(|| http_addr.map(|a| format!("http://{a}")));
-        let notifier = match crate::approvals::notify::Notifier::new(Default::default()) {
+        let notifier = match crate::approvals::notify::Notifier::new(config.delivery) {
             Ok(n) => Some(n),
             Err(e) => {
                 error!(error = %e, "notifications are off: the HTTP client could not be built");
