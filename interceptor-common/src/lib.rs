@@ -536,8 +536,11 @@ pub mod counters {
     pub const AUDIT_DOWN_DENIED: u32 = 13;
     /// An agent's connect to a guarded endpoint (the approval listener) was refused.
     pub const CONNECT_REFUSED: u32 = 14;
+    /// An agent's rename or unlink of a file a rule names by inode was refused (it would
+    /// put another file at the rule's path, which the compiled rule does not name).
+    pub const RULE_FILE_GUARDED: u32 = 15;
     /// Number of counters.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 }
 
 /// Offsets of the kernel struct fields the programs read, resolved by the daemon from the
@@ -590,9 +593,11 @@ pub struct KernelOffsets {
     pub mm_exe_file: u32,
     /// `vm_area_struct.vm_file`
     pub vma_file: u32,
+    /// `dentry.d_inode`
+    pub dentry_inode: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 22 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
 
 /// Settings passed to the programs as the global `CONFIG`.
 #[repr(C)]

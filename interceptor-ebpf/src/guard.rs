@@ -5,8 +5,8 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use interceptor_common::counters;
 
 use crate::{
-    kernel::{config, current_agent, task_tgid},
-    maps::count,
+    kernel::{config, current_agent, dentry_identity, task_tgid},
+    maps::{EXEC_RULES, OPEN_INODES, count},
 };
 
 const EPERM: i32 = 1;
@@ -66,4 +66,51 @@ pub fn guard_userns_create(ctx: LsmContext) -> i32 {
     }
     count(counters::USERNS_BLOCKED);
     -EPERM
+}
+
+/// Whether a rule names the file `dentry` points at by its inode: an exec rule, or an open
+/// rule that follows hardlinks.
+#[inline(always)]
+fn names_a_rule_file(dentry: *const u8) -> bool {
+    let Some(key) = dentry_identity(dentry) else {
+        return false;
+    };
+    // SAFETY: lookups in maps whose values are plain data; only their presence is used.
+    unsafe { EXEC_RULES.get(&key).is_some() || OPEN_INODES.get(&key).is_some() }
+}
+
+/// `inode_rename(struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
+/// struct dentry *new_dentry)` (both directions of a RENAME_EXCHANGE come through here).
+///
+/// Rules name files by inode. An agent that moves a named file away, or renames another
+/// file over it, puts a file the compiled rule does not name at the rule's path (its execs
+/// would fall to the defaults): refused for agents. Everyone else (a package upgrade)
+/// keeps the kernel's answer, and the daemon re-reads rule paths on reload.
+#[lsm(hook = "inode_rename")]
+pub fn guard_inode_rename(ctx: LsmContext) -> i32 {
+    let old_dentry: *const u8 = ctx.arg(1);
+    let new_dentry: *const u8 = ctx.arg(3);
+    if current_agent(&ctx).is_none() {
+        return 0;
+    }
+    if names_a_rule_file(old_dentry) || names_a_rule_file(new_dentry) {
+        count(counters::RULE_FILE_GUARDED);
+        return -EPERM;
+    }
+    0
+}
+
+/// `inode_unlink(struct inode *dir, struct dentry *dentry)`: removing a file a rule names
+/// frees its path for another file; refused for agents, like a rename over it.
+#[lsm(hook = "inode_unlink")]
+pub fn guard_inode_unlink(ctx: LsmContext) -> i32 {
+    let dentry: *const u8 = ctx.arg(1);
+    if current_agent(&ctx).is_none() {
+        return 0;
+    }
+    if names_a_rule_file(dentry) {
+        count(counters::RULE_FILE_GUARDED);
+        return -EPERM;
+    }
+    0
 }

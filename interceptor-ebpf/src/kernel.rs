@@ -45,6 +45,7 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     file_mode: 0,
     mm_exe_file: 0,
     vma_file: 0,
+    dentry_inode: 0,
 };
 
 #[unsafe(no_mangle)]
@@ -215,8 +216,25 @@ pub fn audit_down() -> bool {
 /// A file's identity: `file->f_inode->{i_sb->s_dev, i_ino}`.
 #[inline(always)]
 pub fn file_identity(file: *const u8) -> Option<InodeKey> {
+    let inode: *const u8 = read(file, offsets().file_inode).ok()?;
+    inode_identity(inode)
+}
+
+/// The (device, inode) of the inode a dentry names; `None` for a negative dentry (nothing
+/// there yet) or an unreadable one.
+#[inline(always)]
+pub fn dentry_identity(dentry: *const u8) -> Option<InodeKey> {
+    let inode: *const u8 = read(dentry, offsets().dentry_inode).ok()?;
+    if inode.is_null() {
+        return None;
+    }
+    inode_identity(inode)
+}
+
+/// The (device, inode) of an inode, as rules key them.
+#[inline(always)]
+pub fn inode_identity(inode: *const u8) -> Option<InodeKey> {
     let off = offsets();
-    let inode: *const u8 = read(file, off.file_inode).ok()?;
     let ino: u64 = read(inode, off.inode_ino).ok()?;
     let sb: *const u8 = read(inode, off.inode_sb).ok()?;
     let dev: u32 = read(sb, off.sb_dev).ok()?;

@@ -320,6 +320,7 @@ impl Btf {
             file_mode: self.field_sized("file", "f_mode", 4)?,
             mm_exe_file: self.field_sized("mm_struct", "exe_file", PTR)?,
             vma_file: self.field_sized("vm_area_struct", "vm_file", PTR)?,
+            dentry_inode: self.field_sized("dentry", "d_inode", PTR)?,
         })
     }
 }

@@ -101,6 +101,7 @@ const COUNTER_NAMES: [(u32, &str); counters::COUNT as usize] = [
     (counters::FORK_REFUSED, "fork_refused"),
     (counters::AUDIT_DOWN_DENIED, "audit_down_denied"),
     (counters::CONNECT_REFUSED, "connect_refused"),
+    (counters::RULE_FILE_GUARDED, "rule_file_guarded"),
 ];
 
 /// How the daemon is started.

@@ -1,4 +1,4 @@
-//! The audit log end to end (DESIGN §6; scenarios 23 and 30): agent execs, opens, decisions
+//! The audit log end to end (DESIGN §6; scenarios 23, 29 and 30): agent execs, opens, decisions
 //! and approval lifecycles reach `interceptor audit query` with their rule, controls and
 //! context; a flood loses nothing silently; a full disk refuses agents, never other
 //! processes.
@@ -12,7 +12,7 @@ use std::{
 };
 
 use interceptor_integration::{
-    Backend, Daemon, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
+    Backend, Daemon, Rule, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
 };
 use serde_json::Value;
 
@@ -642,4 +642,88 @@ mode = "monitor"
     });
     let decisions = daemon.audit_rows(&["--kind", "decision"]);
     assert_eq!(decisions.len(), 1, "{decisions:?}");
+}
+
+/// Replaces every `from` in the file at `path` with `to` (same length), in place: an edit
+/// made below SQLite, as someone with the disk would make it. Returns how many were found.
+fn edit_bytes(path: &Path, from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len());
+    let Ok(mut bytes) = std::fs::read(path) else {
+        return 0;
+    };
+    let mut found = 0;
+    let mut at = 0;
+    while let Some(i) = bytes[at..].windows(from.len()).position(|w| w == from) {
+        bytes[at + i..at + i + to.len()].copy_from_slice(to);
+        at += i + from.len();
+        found += 1;
+    }
+    if found > 0 {
+        std::fs::write(path, bytes).unwrap();
+    }
+    found
+}
+
+/// Scenario 29: an audit row edited on disk (the argv of a denied exec rewritten to look
+/// harmless) is named by `audit verify`, which fails and says which row and how.
+#[test]
+fn scenario_29_an_audit_row_edited_on_disk_is_named_by_verify() {
+    let dir = TestDir::new("audit-tamper");
+    let tool = dir.probe_copy("wipe-tool");
+    let mut daemon = Daemon::start(&dir, &[Rule::DenyExec(&tool)]);
+    let marker = dir.join("never");
+    const EVIDENCE: &[u8] = b"--wipe-production-7f3a9c";
+    const INNOCENT: &[u8] = b"--dry-run-harmless-00000";
+    let (status, _) = Spawned::start(daemon.agent(
+        "tamper-bot",
+        &tool,
+        &["touch", marker.to_str().unwrap(), std::str::from_utf8(EVIDENCE).unwrap()],
+    ))
+    .finish();
+    assert_ne!(fate(status), "exit:0");
+    let rule = format!("cli:deny-exec:{}", tool.display());
+    let row = daemon.wait_audit(
+        "the denied exec",
+        &["--kind", "decision", "--rule", &rule],
+        |r| r["outcome"] == "denied",
+    );
+    let seq = row["seq"].as_u64().unwrap();
+    let verify = daemon.audit_cli(&["verify"]);
+    assert!(verify.status.success(), "intact before the edit");
+    assert_eq!(daemon.terminate().code(), Some(0));
+
+    // The row lives in the database file, or still in its write-ahead log.
+    let db = dir.join("audit.db");
+    let edited: usize = ["", "-wal"]
+        .iter()
+        .map(|suffix| {
+            let file = PathBuf::from(format!("{}{suffix}", db.display()));
+            edit_bytes(&file, EVIDENCE, INNOCENT)
+        })
+        .sum();
+    assert!(edited > 0, "the evidence is on disk");
+    let innocent = std::str::from_utf8(INNOCENT).unwrap();
+    // The exec row and the decision row both carried the argv; the first one edited is
+    // where the chain breaks.
+    let edited_seqs: Vec<u64> = daemon
+        .audit_rows(&[])
+        .iter()
+        .filter(|r| r.to_string().contains(innocent))
+        .filter_map(|r| r["seq"].as_u64())
+        .collect();
+    assert!(edited_seqs.contains(&seq), "the edit took: {edited_seqs:?}");
+
+    let verify = daemon.audit_cli(&["verify", "--json"]);
+    assert!(!verify.status.success(), "verify must fail on an edited row");
+    let report: Value = serde_json::from_slice(&verify.stdout).expect("verify --json");
+    assert_eq!(report["problem"]["kind"], "edited", "{report:#}");
+    assert_eq!(
+        report["problem"]["seq"].as_u64(),
+        edited_seqs.iter().min().copied(),
+        "{report:#}"
+    );
+    let plain = daemon.audit_cli(&["verify"]);
+    let said = String::from_utf8_lossy(&plain.stdout).to_string()
+        + &String::from_utf8_lossy(&plain.stderr);
+    assert!(said.contains("edited"), "{said}");
 }

@@ -352,3 +352,79 @@ grant = {{ max_ttl = "30m", max_uses = 10, scope = "binary" }}
         "only the unchanged file used the grant: {decisions:#?}"
     );
 }
+
+/// Scenario 13, swapped by name: an agent cannot rename another file over the binary a rule
+/// names, move that binary away, or unlink it (lsm: EPERM, counted). The tracepoint backend
+/// cannot refuse it: the swapped-in file runs under the defaults, as `status` says. A swap
+/// by anyone else (a package upgrade) is named by the rule again after a reload.
+#[test]
+fn scenario_13_an_agent_cannot_swap_the_binary_a_rule_names() {
+    let dir = TestDir::new("hold-rename");
+    let tool = dir.probe_copy("deploy-tool");
+    let impostor = dir.probe_copy("impostor");
+    let daemon = Daemon::start(&dir, &[Rule::HoldExec(&tool)]);
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let probe = |args: &[&str], key: &str| {
+        let (_, out) = Spawned::start(daemon.agent("swap-bot", &probe_bin(), args)).finish();
+        probe_value(&out, key)
+            .unwrap_or_else(|| panic!("no {key}= in {out}"))
+            .to_string()
+    };
+    let inode = |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let named = inode(&tool);
+    let moved = dir.join("moved-away");
+
+    match expected_backend() {
+        Backend::Lsm => {
+            assert_eq!(probe(&["rename", &path(&impostor), &path(&tool)], "rename"), "errno:1");
+            assert_eq!(probe(&["rename", &path(&tool), &path(&moved)], "rename"), "errno:1");
+            assert_eq!(probe(&["unlink", &path(&tool)], "unlink"), "errno:1");
+            assert_eq!(inode(&tool), named, "the rule's file is still there");
+            assert!(!moved.exists());
+            let status = daemon.json(&["status", "--json"]);
+            let guarded = status["counters"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c[0] == "rule_file_guarded"))
+                .and_then(|c| c[1].as_u64());
+            assert_eq!(guarded, Some(3), "{status}");
+            // Files no rule names are the agent's to move.
+            let spare = dir.join("spare");
+            assert_eq!(probe(&["rename", &path(&impostor), &path(&spare)], "rename"), "ok");
+            assert_eq!(probe(&["unlink", &path(&spare)], "unlink"), "ok");
+        }
+        Backend::Tracepoint => {
+            assert_eq!(probe(&["rename", &path(&impostor), &path(&tool)], "rename"), "ok");
+            assert_ne!(inode(&tool), named);
+            let marker = dir.join("swapped-ran");
+            let (status, _) = Spawned::start(daemon.agent(
+                "swap-bot",
+                &tool,
+                &["touch", &path(&marker)],
+            ))
+            .finish();
+            assert_eq!(fate(status), "exit:0", "the weaker outcome: not held");
+            assert!(marker.exists());
+            let status = daemon.json(&["status", "--json"]);
+            assert!(
+                status["guarantees"].as_array().unwrap().iter().any(|g| g
+                    .as_str()
+                    .unwrap()
+                    .starts_with("NOT guaranteed: an agent can rename another file over")),
+                "{status}"
+            );
+        }
+    }
+
+    // A swap outside any agent goes through; after a reload the rule names the new file.
+    let upgrade = dir.probe_copy("deploy-tool.new");
+    std::fs::rename(&upgrade, &tool).unwrap();
+    let pid = daemon.json(&["status", "--json"])["daemon_pid"].as_i64().unwrap() as i32;
+    // SAFETY: signalling the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    daemon.wait_log("policy reloaded");
+    let marker = dir.join("after-upgrade");
+    let (agent, id) = start_held(&daemon, &tool, &marker);
+    daemon.json(&["approvals", "deny", &id.to_string(), "--json"]);
+    assert_eq!(fate(agent.finish().0), "signal:9");
+    assert!(!marker.exists());
+}

@@ -142,10 +142,19 @@ action = "deny"
 
     let mut random = Random::from_clock();
     println!("fault schedule seed {:#x}", random.0);
+    // Each restart re-attaches the programs, which patches kernel text (the tracepoints'
+    // static calls). Under QEMU's software emulation that patching, racing exits on the
+    // other vCPU, once ended in an `Oops: int3` in do_exit (not seen on the host): in the VM
+    // one fault of the four, at a random point, is a kill; on the host each may be.
+    let kill_at = random.below(4);
     let mut schedule = Vec::new();
-    for _ in 0..4 {
+    for step in 0..4 {
         std::thread::sleep(random.millis(200, 700));
-        if random.below(2) == 0 {
+        let kill = match expected_backend() {
+            Backend::Lsm => step == kill_at,
+            Backend::Tracepoint => random.below(2) == 1,
+        };
+        if !kill {
             let held_for = random.millis(100, 1500);
             signal(&daemon, libc::SIGSTOP);
             std::thread::sleep(held_for);

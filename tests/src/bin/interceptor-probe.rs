@@ -30,6 +30,8 @@
 //!   opath-reopen PATH           open PATH with O_PATH, then reopen /proc/self/fd/N for reading:
 //!                               opath= then reopen=
 //!   uring-open PATH             IORING_OP_OPENAT of PATH for reading: uring=
+//!   rename FROM TO              rename(FROM, TO): rename=
+//!   unlink PATH                 unlink(PATH): unlink=
 //!   open-by-handle PATH         name_to_handle_at(PATH), then open_by_handle_at(O_RDONLY) on
 //!                               its directory's mount: name-to-handle= then handle=
 //!   race-open A B N             A and B are paths of the same length: a thread flips one path
@@ -663,6 +665,17 @@ fn main() {
             Ok(res) => report_errno("uring", res),
             Err(e) => say(format!("uring=setup-errno:{e}")),
         },
+        "rename" => {
+            let from = std::ffi::CString::new(rest[0].as_str()).unwrap();
+            let to = std::ffi::CString::new(rest[1].as_str()).unwrap();
+            // SAFETY: rename with NUL-terminated paths.
+            report("rename", unsafe { libc::rename(from.as_ptr(), to.as_ptr()) } as i64);
+        }
+        "unlink" => {
+            let path = std::ffi::CString::new(rest[0].as_str()).unwrap();
+            // SAFETY: unlink with a NUL-terminated path.
+            report("unlink", unsafe { libc::unlink(path.as_ptr()) } as i64);
+        }
         "open-by-handle" => {
             let path = std::ffi::CString::new(rest[0].as_str()).unwrap();
             // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
