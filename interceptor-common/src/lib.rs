@@ -536,8 +536,8 @@ pub mod counters {
     pub const AUDIT_DOWN_DENIED: u32 = 13;
     /// An agent's connect to a guarded endpoint (the approval listener) was refused.
     pub const CONNECT_REFUSED: u32 = 14;
-    /// An agent's rename or unlink of a file a rule names by inode was refused (it would
-    /// put another file at the rule's path, which the compiled rule does not name).
+    /// An agent's rename or unlink of a file an ask or deny rule names by inode was refused
+    /// (it would put another file at the rule's path, which the compiled rule does not name).
     pub const RULE_FILE_GUARDED: u32 = 15;
     /// Number of counters.
     pub const COUNT: u32 = 16;

@@ -2,7 +2,7 @@
 //! refuses only for agents; every other process keeps the kernel's normal answer.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use interceptor_common::counters;
+use interceptor_common::{Verdict, counters};
 
 use crate::{
     kernel::{config, current_agent, dentry_identity, task_tgid},
@@ -68,15 +68,23 @@ pub fn guard_userns_create(ctx: LsmContext) -> i32 {
     -EPERM
 }
 
-/// Whether a rule names the file `dentry` points at by its inode: an exec rule, or an open
-/// rule that follows hardlinks.
+/// Whether a rule that restricts (asks or denies) names the file `dentry` points at by its
+/// inode: an exec rule, or an open rule that follows hardlinks. Files only allowed or
+/// audited by name stay the agent's to move.
 #[inline(always)]
 fn names_a_rule_file(dentry: *const u8) -> bool {
     let Some(key) = dentry_identity(dentry) else {
         return false;
     };
-    // SAFETY: lookups in maps whose values are plain data; only their presence is used.
-    unsafe { EXEC_RULES.get(&key).is_some() || OPEN_INODES.get(&key).is_some() }
+    // An unknown verdict value counts as a deny, as everywhere else.
+    let restricts = |verdict: u32| verdict >= Verdict::Ask as u32;
+    // SAFETY: lookups in maps of plain data, read once and not kept.
+    unsafe {
+        EXEC_RULES.get(&key).is_some_and(|r| restricts(r.verdict))
+            || OPEN_INODES
+                .get(&key)
+                .is_some_and(|r| restricts(r.read_verdict) || restricts(r.write_verdict))
+    }
 }
 
 /// `inode_rename(struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,

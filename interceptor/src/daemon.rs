@@ -578,7 +578,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     // from every commit after it.
     let started = daemon.lifecycle(DaemonStep::Start, None).await;
     daemon.set_audit_state(started.err().map(|e| e.to_string()));
-    tokio::spawn(daemon.clone().watch_audit());
+    let audit_watch = tokio::spawn(daemon.clone().watch_audit());
     if let Some(listener) = listener_http {
         info!(addr = ?daemon.http_addr, "HTTP listener: /metrics (Prometheus), /healthz");
         let source: Arc<dyn http::Source> = Arc::new(HttpSource(daemon.clone()));
@@ -681,6 +681,12 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     if let Err(e) = daemon.lifecycle(DaemonStep::Stop, None).await {
         error!(error = %e, "the daemon's stop was not recorded in the audit log");
     }
+    // Every row is committed; a SQLite log is checkpointed into its file, so the file alone
+    // (a backup, a copy) holds the whole log once the daemon has stopped. A write refused by
+    // the closed store from here on is the stop, not a failing log: the kernel's
+    // `AUDIT_DOWN` is no longer followed.
+    audit_watch.abort();
+    daemon.audit.store().close().await;
     let held = lock(&daemon.kernel).held.keys().count();
     info!(held, pin_dir = %options.pin_dir.display(),
           "interceptor daemon stopped; the kernel keeps enforcing: held tasks stay held and agent \

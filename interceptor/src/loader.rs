@@ -70,7 +70,7 @@ impl Backend {
                 "a held task cannot be resumed by SIGCONT from anyone but the daemon (task_kill guard)",
                 "agents cannot signal the daemon, ptrace-attach any process (nor PTRACE_TRACEME), or call bpf()",
                 "agents cannot create user namespaces unless the daemon allows it",
-                "agents cannot rename or unlink a file a rule names by inode, so the file at a rule's path stays the one the rule names (inode_rename, inode_unlink)",
+                "agents cannot rename, move or unlink a file that an ask or deny rule names by inode, so the file at the rule's path stays the one it names (inode_rename, inode_unlink)",
                 "an agent's open of a denied path fails with EACCES, by any name (relative, .., /proc/self/root, hardlink) and any route (openat2, O_PATH reopen, io_uring); asked reads are held, asked writes are refused until granted",
                 "agents cannot open the daemon's configuration",
             ],
@@ -80,7 +80,7 @@ impl Backend {
                 "NOT guaranteed: another process may resume a held task with SIGCONT (no task_kill guard)",
                 "NOT guaranteed: agents can signal the daemon, ptrace other processes and call bpf() (no LSM guards)",
                 "NOT guaranteed: agents can create user namespaces (no userns_create guard)",
-                "NOT guaranteed: an agent can rename another file over a file a rule names; execs of it fall to the defaults until the policy is reloaded (no inode_rename guard)",
+                "NOT guaranteed: an agent can rename another file over a file a rule names; it is judged by the defaults until the policy is reloaded (no inode_rename guard)",
                 "NOT guaranteed: agents' opens are not checked (no file_open hook), the daemon's configuration included",
             ],
         };

@@ -370,14 +370,21 @@ fn scenario_13_an_agent_cannot_swap_the_binary_a_rule_names() {
             .unwrap_or_else(|| panic!("no {key}= in {out}"))
             .to_string()
     };
-    let inode = |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let inode =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
     let named = inode(&tool);
     let moved = dir.join("moved-away");
 
     match expected_backend() {
         Backend::Lsm => {
-            assert_eq!(probe(&["rename", &path(&impostor), &path(&tool)], "rename"), "errno:1");
-            assert_eq!(probe(&["rename", &path(&tool), &path(&moved)], "rename"), "errno:1");
+            assert_eq!(
+                probe(&["rename", &path(&impostor), &path(&tool)], "rename"),
+                "errno:1"
+            );
+            assert_eq!(
+                probe(&["rename", &path(&tool), &path(&moved)], "rename"),
+                "errno:1"
+            );
             assert_eq!(probe(&["unlink", &path(&tool)], "unlink"), "errno:1");
             assert_eq!(inode(&tool), named, "the rule's file is still there");
             assert!(!moved.exists());
@@ -389,19 +396,22 @@ fn scenario_13_an_agent_cannot_swap_the_binary_a_rule_names() {
             assert_eq!(guarded, Some(3), "{status}");
             // Files no rule names are the agent's to move.
             let spare = dir.join("spare");
-            assert_eq!(probe(&["rename", &path(&impostor), &path(&spare)], "rename"), "ok");
+            assert_eq!(
+                probe(&["rename", &path(&impostor), &path(&spare)], "rename"),
+                "ok"
+            );
             assert_eq!(probe(&["unlink", &path(&spare)], "unlink"), "ok");
         }
         Backend::Tracepoint => {
-            assert_eq!(probe(&["rename", &path(&impostor), &path(&tool)], "rename"), "ok");
+            assert_eq!(
+                probe(&["rename", &path(&impostor), &path(&tool)], "rename"),
+                "ok"
+            );
             assert_ne!(inode(&tool), named);
             let marker = dir.join("swapped-ran");
-            let (status, _) = Spawned::start(daemon.agent(
-                "swap-bot",
-                &tool,
-                &["touch", &path(&marker)],
-            ))
-            .finish();
+            let (status, _) =
+                Spawned::start(daemon.agent("swap-bot", &tool, &["touch", &path(&marker)]))
+                    .finish();
             assert_eq!(fate(status), "exit:0", "the weaker outcome: not held");
             assert!(marker.exists());
             let status = daemon.json(&["status", "--json"]);
@@ -418,7 +428,9 @@ fn scenario_13_an_agent_cannot_swap_the_binary_a_rule_names() {
     // A swap outside any agent goes through; after a reload the rule names the new file.
     let upgrade = dir.probe_copy("deploy-tool.new");
     std::fs::rename(&upgrade, &tool).unwrap();
-    let pid = daemon.json(&["status", "--json"])["daemon_pid"].as_i64().unwrap() as i32;
+    let pid = daemon.json(&["status", "--json"])["daemon_pid"]
+        .as_i64()
+        .unwrap() as i32;
     // SAFETY: signalling the daemon this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     daemon.wait_log("policy reloaded");

@@ -669,7 +669,10 @@ fn main() {
             let from = std::ffi::CString::new(rest[0].as_str()).unwrap();
             let to = std::ffi::CString::new(rest[1].as_str()).unwrap();
             // SAFETY: rename with NUL-terminated paths.
-            report("rename", unsafe { libc::rename(from.as_ptr(), to.as_ptr()) } as i64);
+            report(
+                "rename",
+                unsafe { libc::rename(from.as_ptr(), to.as_ptr()) } as i64,
+            );
         }
         "unlink" => {
             let path = std::ffi::CString::new(rest[0].as_str()).unwrap();
