@@ -12,7 +12,7 @@ use std::{
 };
 
 use interceptor_integration::{
-    Backend, Daemon, Rule, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
+    Backend, Daemon, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
 };
 use serde_json::Value;
 
@@ -664,33 +664,27 @@ fn edit_bytes(path: &Path, from: &[u8], to: &[u8]) -> usize {
     found
 }
 
-/// Scenario 29: an audit row edited on disk (the argv of a denied exec rewritten to look
-/// harmless) is named by `audit verify`, which fails and says which row and how.
+/// Scenario 29: an audit row edited on disk (an agent's exec made to look harmless) is named
+/// by `audit verify`, which fails and says which row and how.
 #[test]
 fn scenario_29_an_audit_row_edited_on_disk_is_named_by_verify() {
     let dir = TestDir::new("audit-tamper");
     let tool = dir.probe_copy("wipe-tool");
-    let mut daemon = Daemon::start(&dir, &[Rule::DenyExec(&tool)]);
-    let marker = dir.join("never");
+    let mut daemon = Daemon::start(&dir, &[]);
+    let marker = dir.join("ran");
     const EVIDENCE: &[u8] = b"--wipe-production-7f3a9c";
     const INNOCENT: &[u8] = b"--dry-run-harmless-00000";
+    let evidence = std::str::from_utf8(EVIDENCE).unwrap();
     let (status, _) = Spawned::start(daemon.agent(
         "tamper-bot",
         &tool,
-        &[
-            "touch",
-            marker.to_str().unwrap(),
-            std::str::from_utf8(EVIDENCE).unwrap(),
-        ],
+        &["touch", marker.to_str().unwrap(), evidence],
     ))
     .finish();
-    assert_ne!(fate(status), "exit:0");
-    let rule = format!("cli:deny-exec:{}", tool.display());
-    let row = daemon.wait_audit(
-        "the denied exec",
-        &["--kind", "decision", "--rule", &rule],
-        |r| r["outcome"] == "denied",
-    );
+    assert_eq!(fate(status), "exit:0");
+    let row = daemon.wait_audit("the agent's exec", &["--kind", "exec"], |r| {
+        r["agent"] == "tamper-bot" && r["event"]["process"]["argv"][3] == evidence
+    });
     let seq = row["seq"].as_u64().unwrap();
     let verify = daemon.audit_cli(&["verify"]);
     assert!(verify.status.success(), "intact before the edit");
@@ -706,8 +700,7 @@ fn scenario_29_an_audit_row_edited_on_disk_is_named_by_verify() {
     let edited = edit_bytes(&db, EVIDENCE, INNOCENT);
     assert!(edited > 0, "the evidence is on disk");
     let innocent = std::str::from_utf8(INNOCENT).unwrap();
-    // The exec row and the decision row both carried the argv; the first one edited is
-    // where the chain breaks.
+    // Every row that carried the argv was edited; the first one is where the chain breaks.
     let edited_seqs: Vec<u64> = daemon
         .audit_rows(&[])
         .iter()

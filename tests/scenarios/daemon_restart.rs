@@ -115,10 +115,14 @@ fn scenario_22_daemon_killed_holds_survive_and_agents_fail_closed() {
         e["daemon_down"] == true && e["agent"] == "crash-bot"
     });
     assert_eq!(down["denied"], true, "{down}");
+    // The refusal made while nobody could write the log is counted in it.
+    daemon.wait_counted("daemon_down_denied", 1);
 
-    daemon.json(&["approvals", "approve", &request["id"].to_string(), "--json"]);
+    let id = request["id"].as_u64().unwrap();
+    daemon.json(&["approvals", "approve", &id.to_string(), "--json"]);
     assert_eq!(fate(a.finish().0), "exit:0");
     assert!(marker_a.exists(), "the re-adopted hold ran after approval");
+    daemon.closed_as(id, "approved");
 }
 
 /// A task held only for the policy to judge its argv, when the daemon died holding it, is

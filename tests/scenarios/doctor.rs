@@ -27,7 +27,7 @@ fn doctor_reports_the_backend_its_programs_and_guarantees() {
     let programs = report["programs"]
         .as_array()
         .expect("programs probed as root");
-    assert_eq!(programs.len(), 15, "{report:#}");
+    assert_eq!(programs.len(), 17, "{report:#}");
     for p in programs {
         // Both backends attach the tracepoints and the cgroup programs.
         let should_load = p["kind"] == "tp_btf" || p["kind"] == "cgroup_sock_addr" || want == "lsm";

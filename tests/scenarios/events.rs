@@ -101,6 +101,11 @@ fn scenario_14_argv_over_the_kernel_bound_is_recorded_whole() {
         Some(0),
         "no human was asked: {pending}"
     );
+    // The audit log keeps the whole argv too.
+    let row = daemon.wait_audit("the long exec's row", &["--kind", "exec"], |r| {
+        r["agent"] == "argv-bot" && r["event"]["process"]["argv"][3] == long.as_str()
+    });
+    assert!(!row.to_string().contains("argv_truncated\":true"), "{row}");
 }
 
 /// `interceptor run RUN_FLAGS -- PROBE PROBE_ARGS...` against a socket nobody listens on.

@@ -71,6 +71,8 @@ fn scenario_04_memfd_exec_is_held_then_approved() {
     daemon.json(&["approvals", "approve", &id.to_string(), "--json"]);
     assert_eq!(fate(agent.finish().0), "exit:0");
     assert!(marker.exists(), "approved: it ran");
+    let row = daemon.closed_as(id, "approved");
+    assert_eq!(row["rule"], "builtin:unlinked-binary", "{row}");
 }
 
 #[test]
@@ -88,6 +90,8 @@ fn scenario_05_unlinked_binary_exec_is_held_then_denied() {
     daemon.json(&["approvals", "deny", &id.to_string(), "--json"]);
     assert_eq!(fate(agent.finish().0), "signal:9");
     assert!(!marker.exists());
+    let row = daemon.closed_as(id, "denied");
+    assert_eq!(row["rule"], "builtin:unlinked-binary", "{row}");
 }
 
 /// `ld.so /path/bin` starts a program without exec'ing its file: the loader maps it. On the
@@ -113,6 +117,13 @@ fn scenario_06_ld_so_invocation_of_a_denied_binary() {
             });
             assert_eq!(event["filename"], denied.to_str().unwrap(), "{event}");
             assert_eq!(event["path"], denied.to_str().unwrap(), "{event}");
+            let rule = format!("cli:deny-exec:{}", denied.display());
+            let row = daemon.wait_audit(
+                "the refused mapping's decision",
+                &["--kind", "decision", "--rule", &rule],
+                |r| r["outcome"] == "denied",
+            );
+            assert_eq!(row["decided_by"], "kernel", "{row}");
         }
         Backend::Tracepoint => {
             assert_eq!(probe_value(&out, "child"), Some("exit:0"), "{out}");
@@ -145,9 +156,10 @@ fn scenario_06_ld_so_invocation_of_a_held_binary_waits_for_approval() {
             assert_eq!(request["mapped"], true, "{request}");
             assert_eq!(request["filename"], held.to_str().unwrap(), "{request}");
             assert_eq!(proc_state(loader.pid()), Some('T'));
-            let id = request["id"].as_u64().unwrap().to_string();
-            daemon.json(&["approvals", "approve", &id, "--json"]);
+            let id = request["id"].as_u64().unwrap();
+            daemon.json(&["approvals", "approve", &id.to_string(), "--json"]);
             assert_eq!(fate(loader.finish().0), "exit:0");
+            daemon.closed_as(id, "approved");
         }
         Backend::Tracepoint => assert_eq!(fate(loader.finish().0), "exit:0"),
     }

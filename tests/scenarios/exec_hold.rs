@@ -28,16 +28,8 @@ fn start_held(daemon: &Daemon, held: &std::path::Path, marker: &std::path::Path)
 /// The one row that closed request `id`: `want` (approved / denied), by `root` on the
 /// control socket, under the hold rule of `held`.
 fn closing_row(daemon: &Daemon, id: u64, want: &str, held: &std::path::Path) -> serde_json::Value {
-    let rows = daemon.approval_rows(id, 2);
-    let closings: Vec<&serde_json::Value> = rows
-        .iter()
-        .filter(|r| matches!(r["outcome"].as_str(), Some("approved" | "denied")))
-        .collect();
-    assert_eq!(closings.len(), 1, "one closing row: {rows:#?}");
-    let row = closings[0].clone();
-    assert_eq!(row["outcome"], want, "{row}");
+    let row = daemon.closed_as(id, want);
     assert_eq!(row["approver"], "root", "{row}");
-    assert_eq!(row["decided_by"], "reviewer", "{row}");
     assert_eq!(row["event"]["channel"], "cli", "{row}");
     assert_eq!(
         row["rule"],
@@ -197,14 +189,8 @@ fn sigcont_from_a_tracked_sibling(mode: &str) {
             std::io::Read::read_to_string(&mut lines, &mut rest).unwrap();
             assert_eq!(probe_value(&rest, "child"), Some("exit:0"), "{rest}");
             assert!(marker.exists(), "ran after approval");
-            let status = daemon.json(&["status", "--json"]);
-            let blocked = status["counters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c[0] == "sigcont_blocked")
-                .unwrap();
-            assert!(blocked[1].as_u64().unwrap() >= 1, "{status}");
+            daemon.closed_as(request["id"].as_u64().unwrap(), "approved");
+            daemon.wait_counted("sigcont_blocked", 1);
         }
         Backend::Tracepoint => {
             // Documented weakness of the degraded backend (`interceptor status` says so):
@@ -388,12 +374,7 @@ fn scenario_13_an_agent_cannot_swap_the_binary_a_rule_names() {
             assert_eq!(probe(&["unlink", &path(&tool)], "unlink"), "errno:1");
             assert_eq!(inode(&tool), named, "the rule's file is still there");
             assert!(!moved.exists());
-            let status = daemon.json(&["status", "--json"]);
-            let guarded = status["counters"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c[0] == "rule_file_guarded"))
-                .and_then(|c| c[1].as_u64());
-            assert_eq!(guarded, Some(3), "{status}");
+            daemon.wait_counted("rule_file_guarded", 3);
             // Files no rule names are the agent's to move.
             let spare = dir.join("spare");
             assert_eq!(
@@ -414,6 +395,12 @@ fn scenario_13_an_agent_cannot_swap_the_binary_a_rule_names() {
                     .finish();
             assert_eq!(fate(status), "exit:0", "the weaker outcome: not held");
             assert!(marker.exists());
+            // Recorded as what it was: an exec under the defaults, no rule.
+            let row = daemon.wait_audit("the swapped-in exec", &["--kind", "exec"], |r| {
+                r["event"]["filename"] == path(&tool).as_str()
+                    && r["event"]["process"]["argv"][2] == path(&marker).as_str()
+            });
+            assert!(row["rule"].is_null(), "{row}");
             let status = daemon.json(&["status", "--json"]);
             assert!(
                 status["guarantees"].as_array().unwrap().iter().any(|g| g
@@ -439,4 +426,5 @@ fn scenario_13_an_agent_cannot_swap_the_binary_a_rule_names() {
     daemon.json(&["approvals", "deny", &id.to_string(), "--json"]);
     assert_eq!(fate(agent.finish().0), "signal:9");
     assert!(!marker.exists());
+    closing_row(&daemon, id, "denied", &tool);
 }

@@ -79,7 +79,10 @@ fn scenario_19_agent_cannot_ptrace_or_write_another_process() {
     assert_eq!(untracked(&["ptrace-attach", &pid], "ptrace"), "ok");
     assert_eq!(untracked(&["open-mem", &pid], "mem"), "ok");
     match expected_backend() {
-        Backend::Lsm => assert!(counter(&daemon, "ptrace_blocked") >= 3),
+        Backend::Lsm => {
+            assert!(counter(&daemon, "ptrace_blocked") >= 3);
+            daemon.wait_counted("ptrace_blocked", 3);
+        }
         Backend::Tracepoint => assert!(guarantee_stated(
             &daemon,
             "NOT guaranteed: agents can signal the daemon, ptrace"
@@ -116,6 +119,11 @@ fn scenario_21_agent_cannot_signal_the_daemon_or_use_bpf() {
         );
         assert!(counter(&daemon, "daemon_signal_blocked") >= 2);
         assert!(counter(&daemon, "bpf_blocked") >= 1);
+        let row = daemon.wait_counted("daemon_signal_blocked", 2);
+        assert!(
+            row["event"]["counters"]["bpf_blocked"].as_u64() >= Some(1),
+            "{row}"
+        );
     }
 }
 
@@ -128,6 +136,15 @@ fn scenario_11_agent_cannot_create_a_user_namespace() {
         guarded("1")
     );
     assert_eq!(untracked(&["unshare-user"], "unshare"), "ok");
+    match expected_backend() {
+        Backend::Lsm => {
+            daemon.wait_counted("userns_blocked", 1);
+        }
+        Backend::Tracepoint => assert!(guarantee_stated(
+            &daemon,
+            "NOT guaranteed: agents can create user namespaces"
+        )),
+    }
     drop(daemon);
 
     // The operator can allow it.

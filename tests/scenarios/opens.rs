@@ -114,6 +114,7 @@ fn scenario_10_path_tricks_reach_the_denied_directory() {
         );
         assert_eq!(event["access"][0], "read");
         assert_eq!(event["rule"], format!("cli:deny-open:{prefix}"));
+        denied_open_row(&daemon, &format!("cli:deny-open:{prefix}"), abs);
     }
     assert_weakness_stated(&daemon);
 }
@@ -154,6 +155,17 @@ fn scenario_03_hardlink_and_scenarios_8_9_other_routes_to_a_denied_file() {
         refused(),
         "io_uring openat"
     );
+    if expected_backend() == Backend::Lsm {
+        // One refused open per route, each recorded under the rule; the hardlink's under the
+        // name it was opened by.
+        let rule = format!("cli:deny-open:{token}");
+        denied_open_row(&daemon, &rule, link.to_str().unwrap());
+        let rows = daemon.wait_for("a decision per refused route", || {
+            let rows = daemon.audit_rows(&["--kind", "decision", "--rule", &rule]);
+            (rows.len() >= 4).then_some(rows)
+        });
+        assert!(rows.iter().all(|r| r["outcome"] == "denied"), "{rows:#?}");
+    }
     assert_weakness_stated(&daemon);
 }
 

@@ -88,12 +88,20 @@ fn agents_by_cgroup_and_below_and_scenario_32_moving_out() {
         marker.to_str().unwrap(),
     ]);
     in_cgroup(&mut mover, &cgroup.path);
-    let (status, out) = Spawned::start(mover).finish();
+    let mover = Spawned::start(mover);
+    let mover_pid = mover.pid();
+    let (status, out) = mover.finish();
     match expected_backend() {
         Backend::Lsm => assert_eq!(probe_value(&out, "exec-errno"), Some("1"), "{out}"),
         Backend::Tracepoint => assert_eq!(fate(status), "signal:9", "{out}"),
     }
     assert!(!marker.exists());
+    let rule = format!("cli:deny-exec:{}", denied.display());
+    daemon.wait_audit(
+        "the moved agent's decision",
+        &["--kind", "decision", "--rule", &rule],
+        |r| r["outcome"] == "denied" && r["pid"] == mover_pid,
+    );
 
     // Outside the cgroup nothing changes.
     let status = Command::new(&denied)
@@ -130,6 +138,13 @@ fn scenario_16_double_fork_and_setsid_stay_tracked() {
         e["agent"] == "fork-bot" && e["denied"] == true
     });
     assert!(!marker.exists());
+    let rule = format!("cli:deny-exec:{}", denied.display());
+    let row = daemon.wait_audit(
+        "the grandchild's decision",
+        &["--kind", "decision", "--rule", &rule],
+        |r| r["outcome"] == "denied",
+    );
+    assert_eq!(row["agent"], "fork-bot", "{row}");
 }
 
 /// What a probe's child that execs the denied binary ends with, for an agent on this
@@ -225,6 +240,19 @@ fn scenario_18_pid_reuse_storm() {
         counter(&daemon, "stale_tracked") > before,
         "the stale entry was dropped and counted"
     );
+    daemon.wait_counted("stale_tracked", before + 1);
+    // Every agent child refused has its decision, and no ordinary process one.
+    let rule = format!("cli:deny-exec:{denied}");
+    let rows = daemon.wait_for("a decision per refused agent child", || {
+        let rows = daemon.audit_rows(&["--kind", "decision", "--rule", &rule]);
+        (rows.len() >= ROUNDS).then_some(rows)
+    });
+    assert_eq!(rows.len(), ROUNDS, "{rows:#?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["agent"] == "reuse-bot" && r["outcome"] == "denied"),
+        "{rows:#?}"
+    );
 }
 
 /// Scenario 18: an agent (root) in a new pid namespace, where its child is pid 1, is still
@@ -254,6 +282,13 @@ fn scenario_18_pid_namespace_child_stays_an_agent() {
         "{out}"
     );
     assert!(!marker.exists());
+    let rule = format!("cli:deny-exec:{}", denied.display());
+    let row = daemon.wait_audit(
+        "the namespaced child's decision",
+        &["--kind", "decision", "--rule", &rule],
+        |r| r["outcome"] == "denied",
+    );
+    assert_eq!(row["agent"], "pidns-bot", "{row}");
 }
 
 /// The pid of an ordinary process that has exited and been reaped (free for reuse).
@@ -304,11 +339,13 @@ fn scenario_24_forks_beyond_the_tracking_map_fail_closed() {
             assert!(forked < ROOM, "{out}");
             assert!(counter(&daemon, "fork_refused") >= 1);
             assert_eq!(counter(&daemon, "track_failed"), 0);
+            daemon.wait_counted("fork_refused", 1);
         }
         Backend::Tracepoint => {
             assert_eq!(probe_value(&out, "fork"), Some("ok"), "{out}");
             assert_eq!(forked, ROOM * 2, "{out}");
             assert!(counter(&daemon, "track_failed") >= 1);
+            daemon.wait_counted("track_failed", 1);
         }
     }
     daemon.wait_for("the children to leave TRACKED", || {

@@ -432,6 +432,32 @@ impl Daemon {
         })
     }
 
+    /// Waits for a `loss` row recording kernel counter `name` at `at_least` or more. The
+    /// refusals that have no row of their own (the guards', the kernel's fail-closed ones)
+    /// reach the audit log this way: the daemon records the counters whenever one moves.
+    pub fn wait_counted(&self, name: &str, at_least: u64) -> Value {
+        self.wait_audit(
+            &format!("a loss row counting {name} >= {at_least}"),
+            &["--kind", "loss"],
+            |r| r["event"]["counters"][name].as_u64().unwrap_or(0) >= at_least,
+        )
+    }
+
+    /// The one row that closed approval request `id`, checked to be `want` (`approved` or
+    /// `denied`) by a reviewer.
+    pub fn closed_as(&self, id: u64, want: &str) -> Value {
+        let rows = self.approval_rows(id, 2);
+        let closings: Vec<&Value> = rows
+            .iter()
+            .filter(|r| matches!(r["outcome"].as_str(), Some("approved" | "denied")))
+            .collect();
+        assert_eq!(closings.len(), 1, "one closing row: {rows:#?}");
+        let row = closings[0].clone();
+        assert_eq!(row["outcome"], want, "{row}");
+        assert_eq!(row["decided_by"], "reviewer", "{row}");
+        row
+    }
+
     /// Waits until a row matching `filters` and `pred` is in the audit log; returns it.
     pub fn wait_audit(&self, what: &str, filters: &[&str], pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for(what, || {
