@@ -101,11 +101,18 @@ fn scenario_14_argv_over_the_kernel_bound_is_recorded_whole() {
         Some(0),
         "no human was asked: {pending}"
     );
-    // The audit log keeps the whole argv too.
-    let row = daemon.wait_audit("the long exec's row", &["--kind", "exec"], |r| {
+    // In the audit log: the kernel's record says it was cut, and the decision, taken on
+    // the argv read whole, carries all of it.
+    let decision = daemon.wait_audit("the long exec's decision", &["--kind", "decision"], |r| {
         r["agent"] == "argv-bot" && r["event"]["process"]["argv"][3] == long.as_str()
     });
-    assert!(!row.to_string().contains("argv_truncated\":true"), "{row}");
+    assert_eq!(decision["outcome"], "allowed", "{decision}");
+    assert_eq!(decision["decided_by"], "policy", "{decision}");
+    let seen = daemon.wait_audit("the kernel's record of it", &["--kind", "exec"], |r| {
+        r["agent"] == "argv-bot" && r["event"]["process"]["argv"][1] == "touch"
+    });
+    let flags = seen["event"]["flags"].as_array().unwrap();
+    assert!(flags.iter().any(|f| f == "argv_truncated"), "{seen}");
 }
 
 /// `interceptor run RUN_FLAGS -- PROBE PROBE_ARGS...` against a socket nobody listens on.

@@ -405,17 +405,23 @@ impl Daemon {
 
     /// The rows `interceptor audit query --format json --limit 0 FILTERS...` returns.
     pub fn audit_rows(&self, filters: &[&str]) -> Vec<Value> {
+        self.try_audit_rows(filters)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log_text()))
+    }
+
+    /// [`Self::audit_rows`], with a failed query as an error instead of a panic.
+    pub fn try_audit_rows(&self, filters: &[&str]) -> Result<Vec<Value>, String> {
         let mut args = vec!["query", "--format", "json", "--limit", "0"];
         args.extend_from_slice(filters);
         let out = self.audit_cli(&args);
-        assert!(
-            out.status.success(),
-            "interceptor audit {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log_text()
-        );
+        if !out.status.success() {
+            return Err(format!(
+                "interceptor audit {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         match serde_json::from_slice(&out.stdout).expect("audit query JSON") {
-            Value::Array(rows) => rows,
+            Value::Array(rows) => Ok(rows),
             other => panic!("audit query printed {other}, not an array"),
         }
     }
@@ -459,10 +465,30 @@ impl Daemon {
     }
 
     /// Waits until a row matching `filters` and `pred` is in the audit log; returns it.
+    ///
+    /// A query that fails while waiting is tried again until the deadline (QEMU's emulation
+    /// can stall the guest for longer than the query's connection timeout); the last failure
+    /// is part of the message if the row never comes.
     pub fn wait_audit(&self, what: &str, filters: &[&str], pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_for(what, || {
-            self.audit_rows(filters).into_iter().find(|r| pred(r))
-        })
+        let mut failed = None;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.try_audit_rows(filters) {
+                Ok(rows) => {
+                    if let Some(found) = rows.into_iter().find(|r| pred(r)) {
+                        return found;
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} (last query failure: {}):\n{}",
+                failed.as_deref().unwrap_or("none"),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits for a pending approval (`what`) that `pred` accepts; returns it.
