@@ -12,7 +12,7 @@ use std::{
 };
 
 use interceptor_integration::{
-    Backend, Daemon, Spawned, TestDir, expected_backend, fate, probe_bin, probe_value,
+    Backend, Daemon, Spawned, TestDir, counter, expected_backend, fate, probe_bin, probe_value,
 };
 use serde_json::Value;
 
@@ -25,14 +25,6 @@ fn controls_of(row: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn counter(status: &Value, name: &str) -> u64 {
-    status["counters"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c[0] == name))
-        .and_then(|c| c[1].as_u64())
-        .unwrap_or_else(|| panic!("no counter {name} in {status}"))
 }
 
 #[test]
@@ -222,12 +214,7 @@ controls = ["SOC2:CC7.2"]
     }
 
     // The chain verifies, and `audit show` tells the request's story.
-    let verify = daemon.audit_cli(&["verify"]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    daemon.assert_audit_verifies();
     let show = daemon.audit_cli(&["show", &hold_seq.to_string()]);
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(
@@ -377,12 +364,7 @@ action = "audit"
             "{denied_opens} open decisions, {lost} lost"
         );
     }
-    let verify = daemon.audit_cli(&["verify"]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    daemon.assert_audit_verifies();
 }
 
 /// A small tmpfs, unmounted on drop.
@@ -510,12 +492,7 @@ fn scenario_30_a_full_audit_disk_refuses_agents_and_nothing_else() {
             .unwrap_or(0)
             >= 1
     });
-    let verify = daemon.audit_cli(&["verify"]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    daemon.assert_audit_verifies();
 }
 
 #[test]
@@ -686,8 +663,7 @@ fn scenario_29_an_audit_row_edited_on_disk_is_named_by_verify() {
         r["agent"] == "tamper-bot" && r["event"]["process"]["argv"][3] == evidence
     });
     let seq = row["seq"].as_u64().unwrap();
-    let verify = daemon.audit_cli(&["verify"]);
-    assert!(verify.status.success(), "intact before the edit");
+    daemon.assert_audit_verifies();
     assert_eq!(daemon.terminate().code(), Some(0));
 
     // A clean stop checkpoints the log: every row is in the database file itself.

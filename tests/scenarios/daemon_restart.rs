@@ -163,8 +163,7 @@ fn a_hold_for_the_policy_left_by_a_killed_daemon_is_judged_by_the_policy_again()
     let plain = waiting(&ran, &[]);
     let force = waiting(&forced, &["--force"]);
     // Stopped, the daemon cannot judge: both execs are held by the kernel and wait.
-    // SAFETY: signalling the test's own daemon child.
-    unsafe { libc::kill(daemon.pid() as i32, libc::SIGSTOP) };
+    daemon.signal(libc::SIGSTOP);
     std::fs::write(&gate, b"go").unwrap();
     let held_children = |parent: u32| {
         std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))

@@ -117,12 +117,7 @@ fn scenario_06_ld_so_invocation_of_a_denied_binary() {
             });
             assert_eq!(event["filename"], denied.to_str().unwrap(), "{event}");
             assert_eq!(event["path"], denied.to_str().unwrap(), "{event}");
-            let rule = format!("cli:deny-exec:{}", denied.display());
-            let row = daemon.wait_audit(
-                "the refused mapping's decision",
-                &["--kind", "decision", "--rule", &rule],
-                |r| r["outcome"] == "denied",
-            );
+            let row = daemon.wait_denied_exec(&denied, "the refused mapping's decision", |_| true);
             assert_eq!(row["decided_by"], "kernel", "{row}");
         }
         Backend::Tracepoint => {

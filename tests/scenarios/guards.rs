@@ -35,28 +35,6 @@ fn guarded(errno: &str) -> String {
     }
 }
 
-fn counter(daemon: &Daemon, name: &str) -> u64 {
-    let status = daemon.json(&["status", "--json"]);
-    let found = status["counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c[0] == name)
-        .cloned();
-    found.unwrap_or_else(|| panic!("no counter {name}: {status}"))[1]
-        .as_u64()
-        .unwrap()
-}
-
-fn guarantee_stated(daemon: &Daemon, prefix: &str) -> bool {
-    let status = daemon.json(&["status", "--json"]);
-    status["guarantees"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|g| g.as_str().unwrap().starts_with(prefix))
-}
-
 #[test]
 fn scenario_19_agent_cannot_ptrace_or_write_another_process() {
     let dir = TestDir::new("ptrace");
@@ -80,13 +58,12 @@ fn scenario_19_agent_cannot_ptrace_or_write_another_process() {
     assert_eq!(untracked(&["open-mem", &pid], "mem"), "ok");
     match expected_backend() {
         Backend::Lsm => {
-            assert!(counter(&daemon, "ptrace_blocked") >= 3);
+            assert!(daemon.counter("ptrace_blocked") >= 3);
             daemon.wait_counted("ptrace_blocked", 3);
         }
-        Backend::Tracepoint => assert!(guarantee_stated(
-            &daemon,
-            "NOT guaranteed: agents can signal the daemon, ptrace"
-        )),
+        Backend::Tracepoint => {
+            assert!(daemon.states("NOT guaranteed: agents can signal the daemon, ptrace"))
+        }
     }
 }
 
@@ -117,8 +94,8 @@ fn scenario_21_agent_cannot_signal_the_daemon_or_use_bpf() {
             daemon_pid,
             "daemon alive"
         );
-        assert!(counter(&daemon, "daemon_signal_blocked") >= 2);
-        assert!(counter(&daemon, "bpf_blocked") >= 1);
+        assert!(daemon.counter("daemon_signal_blocked") >= 2);
+        assert!(daemon.counter("bpf_blocked") >= 1);
         let row = daemon.wait_counted("daemon_signal_blocked", 2);
         assert!(
             row["event"]["counters"]["bpf_blocked"].as_u64() >= Some(1),
@@ -140,10 +117,9 @@ fn scenario_11_agent_cannot_create_a_user_namespace() {
         Backend::Lsm => {
             daemon.wait_counted("userns_blocked", 1);
         }
-        Backend::Tracepoint => assert!(guarantee_stated(
-            &daemon,
-            "NOT guaranteed: agents can create user namespaces"
-        )),
+        Backend::Tracepoint => {
+            assert!(daemon.states("NOT guaranteed: agents can create user namespaces"))
+        }
     }
     drop(daemon);
 

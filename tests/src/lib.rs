@@ -438,6 +438,56 @@ impl Daemon {
         })
     }
 
+    /// Kernel counter `name` as `status --json` reports it now.
+    pub fn counter(&self, name: &str) -> u64 {
+        counter(&self.json(&["status", "--json"]), name)
+    }
+
+    /// Whether `status` states a guarantee (or a "NOT guaranteed") starting with `prefix`.
+    pub fn states(&self, prefix: &str) -> bool {
+        let status = self.json(&["status", "--json"]);
+        status["guarantees"]
+            .as_array()
+            .expect("status lists guarantees")
+            .iter()
+            .any(|g| g.as_str().is_some_and(|g| g.starts_with(prefix)))
+    }
+
+    /// Sends `sig` to the daemon process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling the daemon this test started, by its pid.
+        assert_eq!(
+            unsafe { libc::kill(self.pid() as i32, sig) },
+            0,
+            "kill {sig}"
+        );
+    }
+
+    /// Asserts that `audit verify` finds the whole hash chain intact.
+    pub fn assert_audit_verifies(&self) {
+        let verify = self.audit_cli(&["verify"]);
+        assert!(
+            verify.status.success(),
+            "audit verify: {}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+
+    /// Waits for the `denied` decision on an exec of `denied` (a `Rule::DenyExec`) that
+    /// `pred` accepts; returns the row.
+    pub fn wait_denied_exec(
+        &self,
+        denied: &Path,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let rule = format!("cli:deny-exec:{}", denied.display());
+        self.wait_audit(what, &["--kind", "decision", "--rule", &rule], |r| {
+            r["outcome"] == "denied" && pred(r)
+        })
+    }
+
     /// Waits for a `loss` row recording kernel counter `name` at `at_least` or more. The
     /// refusals that have no row of their own (the guards', the kernel's fail-closed ones)
     /// reach the audit log this way: the daemon records the counters whenever one moves.
@@ -734,6 +784,15 @@ pub fn approval_steps(rows: &[Value]) -> Vec<&str> {
     rows.iter()
         .map(|r| r["outcome"].as_str().unwrap_or("?"))
         .collect()
+}
+
+/// Kernel counter `name` in a `status --json` report.
+pub fn counter(status: &Value, name: &str) -> u64 {
+    status["counters"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c[0] == name))
+        .and_then(|c| c[1].as_u64())
+        .unwrap_or_else(|| panic!("no counter {name} in {status}"))
 }
 
 /// The value of a `key=value` line in probe output.
