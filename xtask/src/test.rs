@@ -294,9 +294,10 @@ fn tier3(
     let c = outcome.counts;
     if !outcome.complete {
         bail!(
-            "the VM suite did not complete ({} passed, {} failed before it stopped)",
+            "the VM suite did not complete ({} passed, {} failed before it stopped: {})",
             c.passed,
-            c.failed
+            c.failed,
+            outcome.stopped.as_deref().unwrap_or("no reason found")
         );
     }
     println!(

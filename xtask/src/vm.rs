@@ -74,6 +74,9 @@ pub struct VmOutcome {
     pub boot_secs: Option<f64>,
     /// Guest soft lockups the suite was resumed after (where each happened).
     pub lockups: Vec<String>,
+    /// For an incomplete run: what ended it, as the console and the results port tell it
+    /// (a kernel panic or oops line, a timeout, the test that was running).
+    pub stopped: Option<String>,
 }
 
 impl VmOutcome {
@@ -158,6 +161,13 @@ pub fn run_suite(ws: &Workspace, inputs: &VmInputs, opts: VmOptions) -> Result<V
                     lockups.len() + 1
                 );
                 lockups.push(what);
+                // The next boot writes serial.log afresh: keep this one's console.
+                let kept = run
+                    .serial
+                    .with_file_name(format!("serial.boot{}.log", lockups.len()));
+                if std::fs::rename(&run.serial, &kept).is_ok() {
+                    println!("xtask: that boot's console is kept in {}", kept.display());
+                }
             }
             _ => {
                 let c = outcome.counts;
@@ -640,11 +650,30 @@ fn judge(run: &Run) -> VmOutcome {
             run.results.display(),
             run.serial.display()
         );
+        let serial = std::fs::read(&run.serial)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let mut why = Vec::new();
+        if run.timed_out {
+            why.push(format!("the VM hit its {:.0} s limit", run.wall_secs));
+        }
+        if let Some(crash) = guest_crash(&serial) {
+            why.push(format!("guest kernel: {crash}"));
+        } else if !run.timed_out {
+            why.push(format!(
+                "QEMU exited after {:.0} s with no kernel crash in the console",
+                run.wall_secs
+            ));
+        }
+        if let Some(last) = &verdict.last_started {
+            why.push(format!("while {last} ran"));
+        }
         return VmOutcome {
             complete: false,
             counts: verdict.from_lines,
             boot_secs: run.boot_secs,
             lockups: Vec::new(),
+            stopped: Some(why.join(", ")),
         };
     };
     if end != verdict.from_lines {
@@ -663,7 +692,41 @@ fn judge(run: &Run) -> VmOutcome {
         counts,
         boot_secs: run.boot_secs,
         lockups: Vec::new(),
+        stopped: None,
     }
+}
+
+/// The first line of the console that reports a guest kernel crash (panic, oops, BUG,
+/// lockup), without its timestamp, and the function it happened in when the report
+/// names one.
+fn guest_crash(serial: &str) -> Option<String> {
+    const MARKERS: &[&str] = &[
+        "Kernel panic - not syncing",
+        "Oops:",
+        "BUG:",
+        "general protection fault",
+        "kernel BUG at",
+        "self-detected stall",
+    ];
+    let lines: Vec<&str> = serial.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| MARKERS.iter().any(|m| l.contains(m)))?;
+    let strip = |l: &str| -> String {
+        let l = l.trim();
+        match l.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            Some((_, rest)) => rest.trim().to_string(),
+            None => l.to_string(),
+        }
+    };
+    let mut what = strip(lines[at]);
+    if let Some(rip) = lines[at..].iter().take(40).find_map(|l| {
+        l.split_once("RIP: 0010:")
+            .map(|(_, r)| r.trim().to_string())
+    }) {
+        what.push_str(&format!(" (RIP {rip})"));
+    }
+    Some(what)
 }
 
 #[derive(Debug, Default)]
@@ -760,6 +823,23 @@ mod tests {
         std::fs::write(&serial, "[ 1.0] Kernel panic - not syncing: VFS\n").unwrap();
         assert_eq!(soft_lockup(&serial), None, "other panics are not resumed");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_the_first_guest_crash_in_the_console() {
+        let console = "[    1.0] booted\n\
+                       [  212.4] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n\
+                       [  212.4] CPU: 1 UID: 0 PID: 1 Comm: init\n\
+                       [  212.4] RIP: 0010:do_exit+0x1a/0xa60\n\
+                       [  212.5] Kernel panic - not syncing: Attempted to kill init!\n";
+        assert_eq!(
+            guest_crash(console).as_deref(),
+            Some("Oops: int3: 0000 [#1] PREEMPT SMP NOPTI (RIP do_exit+0x1a/0xa60)")
+        );
+        assert_eq!(
+            guest_crash("[ 1.0] booted\n[ 2.0] reboot: Power down\n"),
+            None
+        );
     }
 
     #[test]
