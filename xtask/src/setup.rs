@@ -21,7 +21,6 @@ use crate::util::{self, output_checked, probe_output, run_checked};
 /// unit's system call filter.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
-    "qemu-system-x86",
     "busybox-static",
     "musl-tools",
     "bpftool",
@@ -33,6 +32,14 @@ const APT_PACKAGES: &[&str] = &[
     "systemd",
     "strace",
 ];
+
+/// QEMU for the VM tier comes from bookworm-backports (10.0), not bookworm (7.2): under
+/// 7.2's TCG a guest that had just run thousands of short-lived processes now and then
+/// spun for good in `clear_page_rep` (a soft lockup that stopped the suite; see vm.rs).
+const QEMU_PACKAGE: &str = "qemu-system-x86";
+const QEMU_MIN_MAJOR: u32 = 10;
+const BACKPORTS_SUITE: &str = "bookworm-backports";
+const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/interceptor-bookworm-backports.sources";
 
 /// What `cargo xtask bench` adds for its side-by-side runs (never needed by the tests):
 /// the peers it measures, and the compiler and make of its build workload.
@@ -98,6 +105,10 @@ pub fn run(ws: &Workspace, verbosity: Verbosity) -> Result<()> {
         apt_updated: Cell::new(false),
     };
     s.step("apt packages", |s| s.apt_packages(APT_PACKAGES))?;
+    s.step(
+        &format!("QEMU {QEMU_MIN_MAJOR} ({BACKPORTS_SUITE})"),
+        Setup::qemu,
+    )?;
     check_apt_binaries()?;
     s.step("rust-src (nightly)", Setup::nightly_rust_src)?;
     s.step(&format!("rust target {MUSL_TARGET}"), Setup::musl_target)?;
@@ -186,6 +197,59 @@ impl<'a> Setup<'a> {
                         .args(&missing)
                         .env("DEBIAN_FRONTEND", "noninteractive"),
                 )
+            }),
+        ))
+    }
+
+    fn qemu(&self) -> Result<Check<'_>> {
+        if let Some(major) = qemu_major() {
+            if major >= QEMU_MIN_MAJOR {
+                return Ok(Check::Present(format!(" (major version {major})")));
+            }
+        }
+        Ok(Check::Missing(
+            format!("{QEMU_PACKAGE} from {BACKPORTS_SUITE}"),
+            Box::new(|| {
+                require_root(&format!(
+                    "apt-get install -t {BACKPORTS_SUITE} {QEMU_PACKAGE}"
+                ))?;
+                if !Path::new(BACKPORTS_SOURCES).exists() {
+                    std::fs::write(
+                        BACKPORTS_SOURCES,
+                        format!(
+                            "# Added by interceptor's `cargo xtask setup` for {QEMU_PACKAGE}.\n\
+                             Types: deb\nURIs: http://deb.debian.org/debian\n\
+                             Suites: {BACKPORTS_SUITE}\nComponents: main\n\
+                             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+                        ),
+                    )
+                    .with_context(|| format!("writing {BACKPORTS_SOURCES}"))?;
+                    // The lists in hand do not know the new suite yet.
+                    self.apt_updated.set(false);
+                }
+                self.apt_update()?;
+                run_checked(
+                    Command::new("apt-get")
+                        .args([
+                            "install",
+                            "-y",
+                            "-q",
+                            "-o",
+                            "Dpkg::Use-Pty=0",
+                            "--no-install-recommends",
+                            "-t",
+                            BACKPORTS_SUITE,
+                            QEMU_PACKAGE,
+                        ])
+                        .env("DEBIAN_FRONTEND", "noninteractive"),
+                )?;
+                match qemu_major() {
+                    Some(m) if m >= QEMU_MIN_MAJOR => Ok(()),
+                    other => bail!(
+                        "after installing {QEMU_PACKAGE} from {BACKPORTS_SUITE}, \
+                         qemu-system-x86_64 reports major version {other:?}, not {QEMU_MIN_MAJOR} or newer"
+                    ),
+                }
             }),
         ))
     }
@@ -413,6 +477,17 @@ pub fn vm_busybox_path(ws: &Workspace) -> PathBuf {
     ws.vm_dir().join("busybox")
 }
 
+/// `QEMU emulator version 10.0.2 (Debian ...)` -> 10.
+fn qemu_major() -> Option<u32> {
+    let out = probe_output(Command::new("qemu-system-x86_64").arg("--version"))?;
+    parse_qemu_major(&out)
+}
+
+fn parse_qemu_major(version: &str) -> Option<u32> {
+    let rest = version.split("version ").nth(1)?;
+    rest.split('.').next()?.trim().parse().ok()
+}
+
 fn dpkg_installed(package: &str) -> bool {
     // "install ok installed" (or "hold ok installed"); unknown packages make dpkg-query fail.
     probe_output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
@@ -503,6 +578,21 @@ fn ensure_on_path(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qemu_major_version() {
+        assert_eq!(
+            parse_qemu_major(
+                "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright"
+            ),
+            Some(10)
+        );
+        assert_eq!(
+            parse_qemu_major("QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)"),
+            Some(7)
+        );
+        assert_eq!(parse_qemu_major("not qemu"), None);
+    }
 
     #[test]
     fn patch_level() {
