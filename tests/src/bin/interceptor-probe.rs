@@ -36,7 +36,8 @@
 //!                               its directory's mount: name-to-handle= then handle=
 //!   race-open A B N             A and B are paths of the same length: a thread flips one path
 //!                               buffer between them without pause while this thread opens the
-//!                               buffer N times and reads one line; prints race-read-a=,
+//!                               buffer N times and reads one line (and on, for up to 20 s,
+//!                               until opens named A and B); prints race-read-a=,
 //!                               race-read-b= (by the content read), race-refused= (EACCES),
 //!                               race-other=
 //!   storm-until FILE PATH ARGS...
@@ -358,7 +359,9 @@ fn race_open(a: &str, b: &str, n: u32) {
         Vec::leak(a.bytes().chain([0]).map(AtomicU8::new).collect::<Vec<_>>());
     let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     let (pa, pb) = (a.as_bytes().to_vec(), b.as_bytes().to_vec());
+    let started: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     let flipper = std::thread::spawn(move || {
+        started.store(true, Relaxed);
         while !stop.load(Relaxed) {
             for path in [&pa, &pb] {
                 for (cell, byte) in buffer.iter().zip(path.iter()) {
@@ -371,8 +374,20 @@ fn race_open(a: &str, b: &str, n: u32) {
         std::fs::read(a).expect("read A"),
         std::fs::read(b).unwrap_or_default(),
     );
+    // The loop would be over before a flipper that was not scheduled yet ever ran (on a
+    // busy machine, N opens fit in one time slice); and after N opens it goes on until the
+    // buffer has named A once and B once (a flipper preempted mid-loop leaves one path for
+    // a whole slice), so the outcomes asserted never rest on scheduling luck.
+    while !started.load(Relaxed) {
+        std::thread::yield_now();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let (mut read_a, mut read_b, mut refused, mut other) = (0u32, 0u32, 0u32, 0u32);
-    for _ in 0..n {
+    let mut done = 0;
+    while done < n
+        || ((read_a == 0 || read_b + refused == 0) && std::time::Instant::now() < deadline)
+    {
+        done += 1;
         // SAFETY: AtomicU8 has u8's layout; the buffer is NUL-terminated and never freed.
         let fd = unsafe { libc::open(buffer.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
         if fd < 0 {
