@@ -202,10 +202,10 @@ impl<'a> Setup<'a> {
     }
 
     fn qemu(&self) -> Result<Check<'_>> {
-        if let Some(major) = qemu_major() {
-            if major >= QEMU_MIN_MAJOR {
-                return Ok(Check::Present(format!(" (major version {major})")));
-            }
+        if let Some(major) = qemu_major()
+            && major >= QEMU_MIN_MAJOR
+        {
+            return Ok(Check::Present(format!(" (major version {major})")));
         }
         Ok(Check::Missing(
             format!("{QEMU_PACKAGE} from {BACKPORTS_SUITE}"),
