@@ -183,20 +183,7 @@ impl<'a> Setup<'a> {
             Box::new(move || {
                 require_root(&format!("apt-get install {}", missing.join(" ")))?;
                 self.apt_update()?;
-                run_checked(
-                    Command::new("apt-get")
-                        // No progress bars in CI logs.
-                        .args([
-                            "install",
-                            "-y",
-                            "-q",
-                            "-o",
-                            "Dpkg::Use-Pty=0",
-                            "--no-install-recommends",
-                        ])
-                        .args(&missing)
-                        .env("DEBIAN_FRONTEND", "noninteractive"),
-                )
+                apt_install(&missing)
             }),
         ))
     }
@@ -228,21 +215,7 @@ impl<'a> Setup<'a> {
                     self.apt_updated.set(false);
                 }
                 self.apt_update()?;
-                run_checked(
-                    Command::new("apt-get")
-                        .args([
-                            "install",
-                            "-y",
-                            "-q",
-                            "-o",
-                            "Dpkg::Use-Pty=0",
-                            "--no-install-recommends",
-                            "-t",
-                            BACKPORTS_SUITE,
-                            QEMU_PACKAGE,
-                        ])
-                        .env("DEBIAN_FRONTEND", "noninteractive"),
-                )?;
+                apt_install(&["-t", BACKPORTS_SUITE, QEMU_PACKAGE])?;
                 match qemu_major() {
                     Some(m) if m >= QEMU_MIN_MAJOR => Ok(()),
                     other => bail!(
@@ -486,6 +459,24 @@ fn qemu_major() -> Option<u32> {
 fn parse_qemu_major(version: &str) -> Option<u32> {
     let rest = version.split("version ").nth(1)?;
     rest.split('.').next()?.trim().parse().ok()
+}
+
+/// `apt-get install` of `args` (packages, and options such as `-t SUITE`), unattended and
+/// without progress bars in CI logs.
+fn apt_install(args: &[&str]) -> Result<()> {
+    run_checked(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "-o",
+                "Dpkg::Use-Pty=0",
+                "--no-install-recommends",
+            ])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn dpkg_installed(package: &str) -> bool {

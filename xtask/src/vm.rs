@@ -213,14 +213,17 @@ fn soft_lockup(serial: &Path) -> Option<String> {
         .find(|w| w.starts_with("CPU#"))
         .unwrap_or("CPU#?");
     let task = line.rsplit('[').next().unwrap_or("?").trim_end_matches(']');
-    let rip = rest
-        .lines()
-        .find_map(|l| {
-            l.split_once("RIP: 0010:")
-                .map(|(_, r)| r.trim().to_string())
-        })
-        .unwrap_or_else(|| "an unknown kernel function".into());
+    let rip = kernel_rip(rest.lines()).unwrap_or_else(|| "an unknown kernel function".into());
     Some(format!("{cpu} in {rip}, task {task}"))
+}
+
+/// The first kernel-mode RIP (`RIP: 0010:function+off/len`) among `lines`: where a crash
+/// report says the CPU was.
+fn kernel_rip<'a>(mut lines: impl Iterator<Item = &'a str>) -> Option<String> {
+    lines.find_map(|l| {
+        l.split_once("RIP: 0010:")
+            .map(|(_, r)| r.trim().to_string())
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -722,10 +725,7 @@ fn guest_crash(serial: &str) -> Option<String> {
         }
     };
     let mut what = strip(lines[at]);
-    if let Some(rip) = lines[at..].iter().take(40).find_map(|l| {
-        l.split_once("RIP: 0010:")
-            .map(|(_, r)| r.trim().to_string())
-    }) {
+    if let Some(rip) = kernel_rip(lines[at..].iter().take(40).copied()) {
         what.push_str(&format!(" (RIP {rip})"));
     }
     Some(what)
